@@ -1,0 +1,3 @@
+"""ingest: market data ingestion into TimescaleDB."""
+
+__version__ = "0.1.0"

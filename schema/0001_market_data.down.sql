@@ -1,0 +1,4 @@
+DROP TABLE IF EXISTS market_metrics;
+DROP TABLE IF EXISTS order_books;
+DROP TABLE IF EXISTS trades;
+DROP TABLE IF EXISTS candlesticks;

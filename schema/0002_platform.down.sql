@@ -1,0 +1,12 @@
+DROP VIEW IF EXISTS market_data;
+DROP TABLE IF EXISTS model_performance;
+DROP TABLE IF EXISTS predictions;
+DROP TABLE IF EXISTS security_events;
+DROP TABLE IF EXISTS audit_log;
+DROP TABLE IF EXISTS trade_executions;
+DROP TABLE IF EXISTS portfolio_snapshots;
+DROP TABLE IF EXISTS orders;
+DROP TABLE IF EXISTS positions;
+DROP TABLE IF EXISTS portfolios;
+DROP TABLE IF EXISTS api_keys;
+DROP TABLE IF EXISTS users;
