@@ -1,0 +1,1 @@
+"""Binance spot: wire structs (``wire``) and pure parsers (``parse``)."""

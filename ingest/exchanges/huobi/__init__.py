@@ -1,0 +1,1 @@
+"""HTX (Huobi) spot: wire structs (``wire``) and pure parsers (``parse``)."""
