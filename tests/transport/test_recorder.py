@@ -1,0 +1,178 @@
+"""Capture writing and reading: our files and cryptofeed's real ones."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from ingest.transport.recorder import (
+    CaptureRecord,
+    CaptureStats,
+    Recorder,
+    format_line,
+    parse_line,
+    read_capture,
+)
+from tests.transport.conftest import SAMPLES
+
+CRYPTOFEED = SAMPLES / "cryptofeed"
+HTX_FRAME = gzip.compress(b'{"ping": 1618678073643}')
+
+
+def write_sample(rec: Recorder) -> list[CaptureRecord]:
+    url = "wss://api.huobi.pro/ws"
+    rec.configuration("htx.1", {"trades": ["BTC-USDT"]})
+    rec.connected("htx.1", url, 1618678069.69958)
+    rec.sent("htx.1", url, 1618678070.5228748, '{"sub":"market.btcusdt.trade.detail","id":1}')
+    rec.received("htx.1", 1618678070.733454, HTX_FRAME)
+    rec.received("htx.1", 1618678070.8, '{"text":"frame"}')
+    rec.rest("htx.1", "https://api.huobi.pro/market/depth?symbol=btcusdt", 1618678071.0, b'{"a":1}')
+    return [
+        CaptureRecord("config", None, None, '{"trades":["BTC-USDT"]}'),
+        CaptureRecord("connect", url, 1618678069.69958, None),
+        CaptureRecord("sent", url, 1618678070.5228748,
+                      '{"sub":"market.btcusdt.trade.detail","id":1}'),
+        CaptureRecord("recv", url, 1618678070.733454, HTX_FRAME),
+        CaptureRecord("recv", url, 1618678070.8, '{"text":"frame"}'),
+        CaptureRecord("rest", "https://api.huobi.pro/market/depth?symbol=btcusdt",
+                      1618678071.0, b'{"a":1}'),
+    ]
+
+
+def test_round_trip_text_binary_and_rest(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path)
+    expected = write_sample(rec)
+    rec.close()
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].name.startswith("htx.1.") and files[0].suffix == ".gz"
+    assert list(read_capture(tmp_path)) == expected
+    text = gzip.decompress(files[0].read_bytes()).decode()
+    assert "wss://api.huobi.pro/ws <-> 1618678069.69958\n" in text
+    assert f"1618678070.733454: {HTX_FRAME!r}\n" in text  # a bytes literal, as cryptofeed
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"multi":\n"line"}',
+        "b'looks like bytes'",
+        "'quoted'",
+        "it's \"both\" quotes\r\n",
+        "unicode ✓ and \x00",
+        "",
+        b"",
+        b"\x00\xff\n'\"",
+    ],
+)
+def test_awkward_payloads_survive(payload: str | bytes) -> None:
+    line = format_line("recv", None, 1.5, payload)
+    assert "\n" not in line
+    assert parse_line(line) == CaptureRecord("recv", None, 1.5, payload)
+
+
+def test_rotation_by_size_repeats_the_connect_line(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path, max_file_bytes=200)
+    rec.connected("binance.1", "wss://stream.binance.com:9443/ws", 1.0)
+    for i in range(20):
+        rec.received("binance.1", 2.0 + i, json.dumps({"i": i, "pad": "x" * 40}))
+    rec.end("binance.1")
+    rec.close()
+    files = sorted(tmp_path.iterdir(), key=lambda p: int(p.name.split(".")[-2]))
+    assert len(files) > 3
+    for path in files:  # every segment reads on its own
+        first = next(iter(read_capture(path)))
+        assert first == CaptureRecord("connect", "wss://stream.binance.com:9443/ws", 1.0, None)
+    records = [r for r in read_capture(files) if r.kind == "recv"]
+    assert [json.loads(r.payload)["i"] for r in records] == list(range(20))  # type: ignore[arg-type]
+    assert all(r.url == "wss://stream.binance.com:9443/ws" for r in records)
+
+
+def test_torn_final_line_of_a_plain_file_is_skipped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "crashed.ws.1.0"
+    path.write_text('wss://x/ws <-> 1.0\n2.0: {"a":1}\n3.0: {"a":2')
+    stats = CaptureStats()
+    records = list(read_capture(path, stats=stats))
+    assert [r.kind for r in records] == ["connect", "recv"]
+    assert stats.torn_lines == 1 and stats.records == 2
+
+
+def test_truncated_gzip_keeps_the_complete_lines(tmp_path: Path) -> None:
+    lines = "wss://x/ws <-> 1.0\n" + "".join(f'{i}.5: {{"n":{i}}}\n' for i in range(2000))
+    blob = gzip.compress(lines.encode())
+    path = tmp_path / "crashed.gz"
+    path.write_bytes(blob[: len(blob) * 2 // 3])  # the writer died mid-stream
+    stats = CaptureStats()
+    records = list(read_capture(path, stats=stats))
+    assert stats.torn_lines == 1
+    assert 100 < len(records) < 2001
+    ns = [json.loads(r.payload)["n"] for r in records[1:]]  # type: ignore[arg-type]
+    assert ns == list(range(len(ns)))  # a clean prefix, no half line
+
+
+def test_flushed_recording_is_readable_while_still_open(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path)
+    expected = write_sample(rec)
+    assert rec.flush()
+    (path,) = tmp_path.iterdir()
+    stats = CaptureStats()
+    # The gzip stream has no trailer yet: every flushed line reads, the end counts as torn.
+    assert list(read_capture(path, stats=stats)) == expected
+    assert stats.torn_lines == 1
+    rec.close()
+
+
+def test_garbage_and_long_lines_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "mixed"
+    path.write_text("nonsense without separator\n" + "1.0: " + "x" * 5000 + "\n2.0: ok\n")
+    stats = CaptureStats()
+    records = list(read_capture(path, stats=stats, max_line_bytes=1000))
+    assert records == [CaptureRecord("recv", None, 2.0, "ok")]
+    assert stats.bad_lines == 1 and stats.long_lines == 1
+
+
+def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path, max_pending=1)
+    for i in range(10_000):
+        rec.received("s", float(i), "x")
+    rec.close()
+    assert rec.dropped > 0
+    assert rec.dropped + rec.lines_written == 10_000
+
+
+@pytest.mark.parametrize(
+    ("name", "counts"),
+    [
+        ("BINANCE.ws.1.0", {"connect": 1, "recv": 265}),
+        ("GATEIO.ws.1.0", {"connect": 1, "sent": 22, "recv": 239}),
+        ("HUOBI.ws.44.0", {"connect": 1, "sent": 26, "recv": 362}),
+        ("BINANCE.0", {"rest": 1, "config": 1}),
+        ("BINANCE.http.0.0", {"rest": 4}),
+        ("GATEIO.http.0.0", {"rest": 10}),
+        ("HUOBI.0", {"rest": 1, "config": 1}),
+    ],
+)
+def test_reads_cryptofeed_captures(name: str, counts: dict[str, int]) -> None:
+    path = CRYPTOFEED / name
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    stats = CaptureStats()
+    seen: dict[str, int] = {}
+    for record in read_capture(path, stats=stats):
+        seen[record.kind] = seen.get(record.kind, 0) + 1
+    assert seen == counts
+    assert stats.torn_lines == stats.bad_lines == stats.long_lines == 0
+
+
+def test_cryptofeed_htx_frames_are_gzip_bytes_with_six_pings() -> None:
+    path = CRYPTOFEED / "HUOBI.ws.44.0"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    frames = [r for r in read_capture(path) if r.kind == "recv"]
+    assert all(isinstance(r.payload, bytes) and r.url == "wss://api.huobi.pro/ws" for r in frames)
+    decoded = [gzip.decompress(r.payload) for r in frames]  # type: ignore[arg-type]
+    assert sum(d.startswith(b'{"ping"') for d in decoded) == 6
+    depth = [r for r in read_capture(CRYPTOFEED / "BINANCE.ws.1.0") if r.kind == "recv"]
+    assert sum('"depthUpdate"' in r.payload for r in depth) == 177  # type: ignore[operator]
