@@ -72,9 +72,13 @@ def _settings_for(args: argparse.Namespace) -> Settings:
 
 
 def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
+    # The long-running commands log to stdout (the container's log stream); the others
+    # keep stdout for their own output (JSON records, tables) and log to stderr.
+    stream = sys.stdout if args.command in ("run", "simulate") else sys.stderr
     logs.configure(
         level=args.log_level or settings.logging.level,
         fmt=args.log_format or settings.logging.format,
+        stream=stream,
     )
     logs.register_secret(settings.metrics.coingecko_api_key)
     from urllib.parse import urlsplit

@@ -63,6 +63,7 @@ def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = No
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _rename_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         structlog.processors.format_exc_info,
@@ -91,5 +92,16 @@ def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = No
 
 
 def get_logger(name: str, **context: Any) -> Any:
-    """A bound logger whose lines carry ``logger=name`` and the given context."""
-    return structlog.get_logger().bind(logger=name, **context)
+    """A logger whose lines carry ``logger=name`` and the given context.
+
+    It is a lazy proxy: a module-level logger created at import (before cli.py configures
+    logging) still renders and redacts through the configuration in force when it logs."""
+    # structlog's own parameter is called "logger", so the name travels as "logger_name"
+    # and _rename_logger_name puts it under "logger".
+    return structlog.get_logger(logger_name=name, **context)
+
+
+def _rename_logger_name(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if "logger_name" in event:
+        event["logger"] = event.pop("logger_name")
+    return event
