@@ -11,13 +11,14 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ingest import __version__, logs
 from ingest.errors import ConfigError, IngestError
-from ingest.settings import Settings, load_settings
+from ingest.settings import Settings, load_settings, redact_dsn
 
 # name → (module, help). Modules are imported only when their command runs, so a broken
 # optional part cannot stop `ingest db status` from working.
@@ -66,7 +67,7 @@ def _settings_for(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
     if args.database_url:
         if not args.database_url.startswith(("postgres://", "postgresql://")):
-            raise ConfigError(f"--database-url: must be a postgresql:// URL, got {logs.scrub(args.database_url)!r}")
+            raise ConfigError(f"--database-url: must be a postgresql:// URL, got {redact_dsn(args.database_url)!r}")
         settings = settings.with_database_url(args.database_url)
     return settings
 
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The common options may stand anywhere (also after a nested action such as
     # `ingest db status --config X`): take them out first, then parse the rest.
-    pre = _Parser(add_help=False)
+    pre = _Parser(prog="ingest", add_help=False, allow_abbrev=False)
     _common(pre)
     common, rest = pre.parse_known_args(argv)
     command = next((a for a in rest if not a.startswith("-")), None)
@@ -110,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IngestError as exc:
         print(f"ingest {args.command}: error: {logs.scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`ingest config show | head`): no traceback, and none at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print(f"ingest {args.command}: interrupted", file=sys.stderr)
         return 130

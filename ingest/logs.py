@@ -54,7 +54,7 @@ def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutabl
 
 
 def _json_dumps(obj: Any, **_: Any) -> str:
-    return orjson.dumps(obj, default=str).decode()
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -91,14 +91,34 @@ def configure(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = No
     root.setLevel(max(getattr(logging, level), logging.WARNING) if level != "DEBUG" else logging.DEBUG)
 
 
+class _LazyLogger:
+    """Resolves structlog's configuration at each call, also after ``bind()``: structlog's own
+    ``get_logger().bind()`` freezes the configuration in force when bind() runs."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        self._context = context
+
+    def bind(self, **values: Any) -> _LazyLogger:
+        return _LazyLogger({**self._context, **values})
+
+    def unbind(self, *keys: str) -> _LazyLogger:
+        return _LazyLogger({k: v for k, v in self._context.items() if k not in keys})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(structlog.get_logger().bind(**self._context), name)
+
+
 def get_logger(name: str, **context: Any) -> Any:
     """A logger whose lines carry ``logger=name`` and the given context.
 
-    It is a lazy proxy: a module-level logger created at import (before cli.py configures
-    logging) still renders and redacts through the configuration in force when it logs."""
-    # structlog's own parameter is called "logger", so the name travels as "logger_name"
-    # and _rename_logger_name puts it under "logger".
-    return structlog.get_logger(logger_name=name, **context)
+    Lazy, also after ``bind()``: a module-level logger created at import (before cli.py
+    configures logging) still renders and redacts through the configuration in force when
+    it logs."""
+    # "logger" would collide with structlog's own parameter names; _rename_logger_name
+    # puts the name under "logger".
+    return _LazyLogger({"logger_name": name, **context})
 
 
 def _rename_logger_name(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -295,7 +295,8 @@ def _check_interval(value: str, key: str, source: str) -> None:
 
 def _check_url(value: str, key: str, source: str, schemes: tuple[str, ...]) -> None:
     if value and urlsplit(value).scheme not in schemes:
-        raise _fail(source, key, f"must be a URL starting with {' or '.join(schemes)}, got {value!r}")
+        shown = redact_dsn(value)  # a rejected URL may still carry a password
+        raise _fail(source, key, f"must be a URL starting with {' or '.join(schemes)}, got {shown!r}")
 
 
 def _build_exchange(name: str, data: Any, source: str) -> ExchangeSettings:
@@ -314,15 +315,18 @@ def _build_exchange(name: str, data: Any, source: str) -> ExchangeSettings:
     for symbol in built.symbols:
         if not re.fullmatch(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}", symbol):
             raise _fail(source, f"{prefix}.symbols", f"symbol {symbol!r} must be unified form like 'BTC/USDT'")
-    endpoints = {k: getattr(built, k) or v for k, v in DEFAULT_ENDPOINTS[canon].items()}
+    endpoints: dict[str, Any] = {
+        k: getattr(built, k) or v for k, v in DEFAULT_ENDPOINTS[canon].items()
+    }
     for key in ("ws_url", "ws_feed_url"):
-        _check_url(endpoints.get(key, ""), f"{prefix}.{key}", source, ("ws", "wss"))
+        _check_url(endpoints.get(key, getattr(built, key)), f"{prefix}.{key}", source, ("ws", "wss"))
     _check_url(endpoints["rest_url"], f"{prefix}.rest_url", source, ("http", "https"))
     return dataclasses.replace(built, **endpoints)
 
 
 def default_exchanges() -> dict[str, ExchangeSettings]:
-    return {name: dataclasses.replace(ExchangeSettings(), **DEFAULT_ENDPOINTS[name]) for name in EXCHANGES}
+    endpoints: dict[str, dict[str, Any]] = dict(DEFAULT_ENDPOINTS)
+    return {name: dataclasses.replace(ExchangeSettings(), **endpoints[name]) for name in EXCHANGES}
 
 
 def _validate_shard(value: str, source: str) -> None:
@@ -374,7 +378,7 @@ def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
     m: MetricsSettings = built["metrics"]
     _check_url(m.coingecko_url, "metrics.coingecko_url", source, ("http", "https"))
     _check_url(m.fear_greed_url, "metrics.fear_greed_url", source, ("http", "https"))
-    return Settings(exchanges=exchanges, source=source, **built)
+    return Settings(exchanges=types.MappingProxyType(exchanges), source=source, **built)
 
 
 def _read_secret_file(path: str, var: str) -> str:
@@ -443,6 +447,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         text = chosen.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{chosen}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{chosen}: not UTF-8 text (bad byte at offset {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read config file: {exc.strerror}") from None
     try:
