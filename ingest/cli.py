@@ -43,9 +43,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help="settings file (default: config/ingest.toml, or INGEST_CONFIG)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="settings file (default: config/ingest.toml, or INGEST_CONFIG)"
+    )
     parser.add_argument("--database-url", metavar="URL", help="PostgreSQL URL (overrides settings and DATABASE_URL)")
-    parser.add_argument("--log-format", choices=["auto", "json", "console"], help="log renderer (default from settings)")
+    parser.add_argument(
+        "--log-format", choices=["auto", "json", "console"], help="log renderer (default from settings)"
+    )
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
 
 

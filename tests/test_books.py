@@ -16,12 +16,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from ingest.books import BookNotSynced, LocalBook, Outcome
 from ingest.exchanges.binance import parse as binance
-from ingest.exchanges.capture import Entry
 from ingest.exchanges.gateio import parse as gate
 from ingest.exchanges.huobi import parse as huobi
 from ingest.records import BookDelta, BookSnapshot, Level
 
-from .exchanges.samples import capture, fixture, received
+from .exchanges.samples import Entry, capture, fixture, received
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

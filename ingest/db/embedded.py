@@ -28,7 +28,8 @@ def find_pg_bindir() -> Path:
         candidates.append(Path(os.environ["PG_BINDIR"]))
     if shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+            out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                                 check=True)
             candidates.append(Path(out.stdout.strip()))
     found = shutil.which("initdb")
     if found:
@@ -50,6 +51,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Whether 127.0.0.1:port can be listened on right now. SO_REUSEADDR as postgres sets
+    it, so connections of the last run lingering in TIME_WAIT do not count as busy."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _run_as_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
@@ -67,6 +80,11 @@ class EmbeddedPostgres:
     bindir: Path = field(default_factory=find_pg_bindir)
     user: str = "ingest"
     _started: bool = False
+
+    def __post_init__(self) -> None:
+        # Absolute: the server runs with its data directory as cwd, so a relative socket
+        # directory or log path would point somewhere else.
+        self.data_dir = Path(self.data_dir).resolve()
 
     def _cmd(self, *args: str) -> list[str]:
         pw = _run_as_user()
@@ -93,6 +111,23 @@ class EmbeddedPostgres:
     def initialised(self) -> bool:
         return (self.pgdata / "PG_VERSION").exists()
 
+    def running_port(self) -> int | None:
+        """The port of a postmaster already running on this data directory (another
+        ``ingest`` process started it), else None. Read from postmaster.pid: line 1 is the
+        pid, line 4 the port."""
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None  # no pid file, or an unreadable one
+        try:
+            os.kill(pid, 0)
+        except PermissionError:
+            pass  # alive, run as another user (the postgres user when we are root)
+        except OSError:
+            return None  # a stale pid file: the process is gone
+        return port
+
     def init(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.data_dir)
@@ -102,7 +137,8 @@ class EmbeddedPostgres:
         if self.password is not None:
             pwfile.write_text(self.password)
             self._chown(pwfile)
-            args += ["--auth-host=scram-sha-256", "--auth-local=scram-sha-256", f"--pwfile={pwfile}"]
+            args += ["--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
+                     f"--pwfile={pwfile}"]
         else:
             args += ["--auth=trust"]
         try:
@@ -146,7 +182,16 @@ def embedded_for_run(base_dir: Path) -> EmbeddedPostgres:
         password = secrets.token_urlsafe(24)
         secret.write_text(password)
         secret.chmod(0o600)
+    server = EmbeddedPostgres(data_dir=base_dir, password=password)
     port_file = base_dir / "port"
-    port = int(port_file.read_text()) if port_file.exists() else free_port()
+    remembered = port_file.read_text().strip() if port_file.exists() else ""
+    port = server.running_port()  # already up (another ingest started it): use it as it is
+    if port is None:
+        # The remembered port keeps the URL stable across restarts, unless something else
+        # took it meanwhile.
+        port = int(remembered) if remembered.isdigit() else 0
+        if not port or not port_is_free(port):
+            port = free_port()
     port_file.write_text(str(port))
-    return EmbeddedPostgres(data_dir=base_dir, port=port, password=password)
+    server.port = port
+    return server
