@@ -1,0 +1,238 @@
+"""Simulated HTX (Huobi) spot websocket (protocols.md §3.1-3.2) at ``/huobi/ws`` and
+``/huobi/feed``.
+
+Every server frame is gzip-compressed binary. The server sends ``{"ping": n}`` every
+``huobi_ping_interval_s`` and disconnects a client that has left two consecutive pings
+unanswered when the next one is due; ``{"pong": n}`` must echo a ping's number. ``sub`` takes
+a topic or an array of topics (acknowledged with ``subbed``), ``unsub`` likewise, and ``req``
+answers ``market.X.mbp.N`` (N ≤ 150) with a full image whose ``seqNum`` lines up with the
+increments' ``prevSeqNum``, and ``market.X.kline.P`` with ``from``/``to`` history.
+Prices and amounts are JSON numbers written from the decimal text (never through a float).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+from typing import Any
+
+import msgspec
+import structlog
+
+from ingest.sim import book as books
+from ingest.sim import conn as conns
+from ingest.sim.feed import Feed, LiveMarket, Topic
+from ingest.sim.intervals import native_interval
+from ingest.sim.market import Summary, Trade
+from ingest.sim.rest import select_windows, strip_zeros
+
+log = structlog.get_logger("ingest.sim")
+_encode = msgspec.json.Encoder().encode
+_MBP_LEVELS = (5, 20, 150, 400)
+
+
+def num(text: str) -> msgspec.Raw:
+    """A JSON number from decimal text: '0.00000092' stays exact, unlike a float."""
+    return msgspec.Raw(strip_zeros(text).encode())
+
+
+def gz(obj: Any) -> bytes:
+    return zlib.compress(_encode(obj), 6, 31)  # wbits 31: gzip framing, as HTX sends
+
+
+def tick_id(lm: LiveMarket, trade: Trade) -> int:
+    return trade.id + lm.model.id_base
+
+
+def legacy_id(lm: LiveMarket, trade: Trade) -> float:
+    """The deprecated float trade ``id`` (e.g. 1.3700544510935929e+26): tick id digits
+    followed by 15 more, which no float can hold exactly - hence ``tradeId``."""
+    return float(f"{tick_id(lm, trade)}{trade.id * 7919 % 10**15:015d}")
+
+
+def trade_item(lm: LiveMarket, trade: Trade, id_key: str) -> dict[str, Any]:
+    spec = lm.spec
+    return {
+        "id": legacy_id(lm, trade), "ts": trade.ts_ms, id_key: trade.id,
+        "amount": num(spec.qty_text(trade.qty)), "price": num(spec.price_text(trade.price)),
+        "direction": "sell" if trade.buyer_maker else "buy",
+    }
+
+
+def kline_tick(lm: LiveMarket, s: Summary) -> dict[str, Any]:
+    spec = lm.spec
+    return {
+        "id": s.start_ms // 1000, "open": num(spec.price_text(s.open)),
+        "close": num(spec.price_text(s.close)), "low": num(spec.price_text(s.low)),
+        "high": num(spec.price_text(s.high)), "amount": num(spec.qty_text(s.volume)),
+        "vol": num(spec.quote_text(s.quote_volume)), "count": s.count,
+    }
+
+
+def levels_num(levels: books.Diff, lm: LiveMarket) -> list[list[msgspec.Raw]]:
+    spec = lm.spec
+    return [[num(spec.price_text(p)), num(spec.qty_text(q))] for p, q in levels]
+
+
+class TopicError(ValueError):
+    pass
+
+
+class HuobiFeed(Feed):
+    exchange = "huobi"
+
+    def trade_frame(self, topic: Topic, lm: LiveMarket, trade: Trade, now_ms: int) -> bytes:
+        return gz({
+            "ch": topic.key, "ts": now_ms,
+            "tick": {"id": tick_id(lm, trade), "ts": trade.ts_ms,
+                     "data": [trade_item(lm, trade, "tradeId")]},
+        })
+
+    def kline_frame(
+        self, topic: Topic, lm: LiveMarket, s: Summary, closed: bool, now_ms: int
+    ) -> bytes:
+        # No closed flag on HTX: the final state of a window is its last push before the
+        # first push of the next window.
+        return gz({"ch": topic.key, "ts": now_ms, "tick": kline_tick(lm, s)})
+
+    def book_frame(
+        self,
+        topic: Topic,
+        lm: LiveMarket,
+        bids: books.Diff,
+        asks: books.Diff,
+        now_ms: int,
+        *,
+        first_id: int = 0,
+        full: bool = False,
+    ) -> bytes:
+        if full:  # depth.step0: a full image with its version
+            return gz({"ch": topic.key, "ts": now_ms, "tick": {
+                "bids": levels_num(books.sorted_levels(topic.bids, True), lm),
+                "asks": levels_num(books.sorted_levels(topic.asks, False), lm),
+                "version": topic.last_id, "ts": now_ms,
+            }})
+        tick: dict[str, Any] = {"seqNum": topic.last_id, "prevSeqNum": first_id - 1}
+        if bids:
+            tick["bids"] = levels_num(bids, lm)
+        if asks:
+            tick["asks"] = levels_num(asks, lm)
+        return gz({"ch": topic.key, "ts": now_ms, "tick": tick})
+
+    # -- topics and requests -------------------------------------------------------------
+
+    def parse_topic(self, name: Any) -> Topic:
+        parts = str(name).split(".")
+        lm = self.markets.get(parts[1].upper()) if len(parts) >= 4 else None
+        if lm is None or parts[0] != "market" or parts[1] != parts[1].lower():
+            raise TopicError(f"invalid topic {name}")
+        symbol, kind, arg = lm.spec.symbol, parts[2], ".".join(parts[3:])
+        if kind == "trade" and arg == "detail":
+            return Topic(name, "trade", symbol)
+        if kind == "kline" and (iv := native_interval("huobi", arg)) is not None:
+            return Topic(name, "kline", symbol, interval=iv, native=arg)
+        if kind == "depth" and arg == "step0":
+            return Topic(name, "snap", symbol, depth=150, period_ms=1000)
+        if kind == "mbp" and arg.isdigit() and int(arg) in _MBP_LEVELS:
+            return Topic(name, "diff", symbol, depth=int(arg), period_ms=100)
+        raise TopicError(f"invalid topic {name}")
+
+    def _send(self, conn: conns.ClientConn, body: dict[str, Any]) -> None:
+        conn.send(gz(body), data=False)
+
+    def _error(self, conn: conns.ClientConn, req_id: Any, message: str) -> None:
+        self._send(conn, {"status": "error", "ts": self.now_ms(), "id": req_id,
+                          "err-code": "bad-request", "err-msg": message})
+
+    async def on_text(self, conn: conns.ClientConn, text: str) -> None:
+        try:
+            msg = json.loads(text)
+            if not isinstance(msg, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._error(conn, None, "invalid json")
+            return
+        req_id = msg.get("id")
+        try:
+            if "pong" in msg:
+                self._on_pong(conn, msg["pong"])
+            elif "ping" in msg:
+                self._send(conn, {"pong": msg["ping"]})
+            elif "sub" in msg:
+                self._sub(conn, msg["sub"], req_id)
+            elif "unsub" in msg:
+                self._unsub(conn, msg["unsub"], req_id)
+            elif "req" in msg:
+                self._req(conn, msg, req_id)
+            else:
+                raise TopicError("invalid request")
+        except TopicError as exc:
+            self._error(conn, req_id, str(exc))
+
+    def _sub(self, conn: conns.ClientConn, names: Any, req_id: Any) -> None:
+        topics = [self.parse_topic(n) for n in (names if isinstance(names, list) else [names])]
+        for topic in topics:
+            self.subscribe(conn, topic)
+        self._send(conn, {"id": req_id, "status": "ok", "subbed": names, "ts": self.now_ms()})
+
+    def _unsub(self, conn: conns.ClientConn, names: Any, req_id: Any) -> None:
+        for name in names if isinstance(names, list) else [names]:
+            self.unsubscribe(conn, str(name))
+        self._send(conn, {"id": req_id, "status": "ok", "unsubbed": names, "ts": self.now_ms()})
+
+    def _req(self, conn: conns.ClientConn, msg: dict[str, Any], req_id: Any) -> None:
+        topic = self.parse_topic(msg["req"])
+        lm = self.markets[topic.symbol]
+        now = self.now_ms()
+        if topic.kind == "diff" and topic.depth <= 150:
+            live = self.topics.get(topic.key)
+            if live is not None:  # the image the increments continue from
+                bids, asks, seq = live.bids, live.asks, live.last_id
+            else:
+                (bids, asks), seq = lm.book.top(topic.depth), lm.book.update_id
+            data: Any = {
+                "seqNum": seq,
+                "bids": levels_num(books.sorted_levels(bids, True), lm),
+                "asks": levels_num(books.sorted_levels(asks, False), lm),
+            }
+        elif topic.kind == "kline" and topic.interval is not None:
+            iv = topic.interval
+            start = msg.get("from")
+            end = msg.get("to")
+            starts = select_windows(iv, None if start is None else int(start) * 1000,
+                                    None if end is None else int(end) * 1000, 300, now)
+            data = [kline_tick(lm, lm.model.summary(s, min(iv.end(s), now + 1))) for s in starts]
+        else:
+            raise TopicError(f"invalid topic {msg['req']}")
+        self._send(conn, {"id": req_id, "rep": topic.key, "status": "ok", "ts": now,
+                          "data": data})
+
+    # -- heartbeat ------------------------------------------------------------------------
+
+    def _on_pong(self, conn: conns.ClientConn, value: Any) -> None:
+        if value in conn.state["pings"]:
+            conn.state["pings"].clear()
+
+    async def pinger(self, conn: conns.ClientConn) -> None:
+        pings: list[int] = conn.state["pings"]
+        while not conn.closed:
+            await asyncio.sleep(self.config.huobi_ping_interval_s)
+            if len(pings) >= 2:  # two consecutive pings unanswered
+                log.info("sim.huobi_missed_pongs", conn=conn.id, missed=len(pings))
+                await conn.close(1001, "ping timeout")
+                return
+            value = self.now_ms()
+            pings.append(value)
+            conn.send(gz({"ping": value}), data=False)
+
+    async def handle_ws(self, request: Any) -> Any:
+        def setup(conn: conns.ClientConn) -> None:
+            conn.state["pings"] = []
+
+        return await conns.serve(
+            request, exchange=self.exchange, register=self.register,
+            unregister=self.unregister, on_text=self.on_text, tasks=(self.pinger,),
+            setup=setup, queue_max=self.config.queue_max, faults=self.config.faults,
+            seed=self.config.seed,
+        )
