@@ -16,21 +16,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
+import types
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 import asyncpg
 
+from ingest.backfill_repair import GapRepairer
 from ingest.db.bootstrap import BootstrapResult, bootstrap
 from ingest.db.local import database_settings
 from ingest.db.policies import retention_loop
 from ingest.db.pool import connect_with_retry
 from ingest.errors import ConfigError
+from ingest.exchanges.plan import plan_streams
+from ingest.feeds import build_feeds, run_feeds
 from ingest.logs import get_logger
+from ingest.metrics.service import MetricsService
 from ingest.settings import Settings, parse_shard, redact_dsn
+from ingest.sink import Sink
+from ingest.transport.http import HttpClient
+from ingest.transport.recorder import Recorder
 
 log = get_logger("ingest.daemon")
 T = TypeVar("T")
@@ -87,6 +97,8 @@ class Service:
     bootstrap: BootstrapResult
     _tg: asyncio.TaskGroup
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # What the health server and the operator summary read, filled as components start.
+    observed: dict[str, Any] = field(default_factory=dict)
 
     def start(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` for the life of the service. It must return soon after
@@ -114,7 +126,81 @@ def start_retention(service: Service) -> None:
                                                   service.stop_event))
 
 
-COMPONENTS: list[Callable[[Service], None]] = [start_retention]
+def simulated(settings: Settings, endpoints: dict[str, dict[str, str]]) -> Settings:
+    """``settings`` with every exchange and metrics endpoint pointed at a local simulator."""
+    exchanges = {name: dataclasses.replace(ex, **endpoints[name])
+                 for name, ex in settings.exchanges.items() if name in endpoints}
+    metrics = dataclasses.replace(settings.metrics, **endpoints["metrics"])
+    return dataclasses.replace(settings, exchanges=types.MappingProxyType(exchanges),
+                               metrics=metrics)
+
+
+async def _start_simulator(settings: Settings) -> Any:
+    from ingest.sim.server import start_simulator  # only the demo needs it
+
+    symbols = sorted({sym for ex in settings.enabled_exchanges().values() for sym in ex.symbols})
+    sim = await start_simulator(port=0, symbols=tuple(symbols), rate=50.0)
+    log.info("simulator started in-process (--simulate)", url=sim.url, symbols=symbols)
+    return sim
+
+
+async def _pipeline(service: Service) -> None:
+    """The market-data path: connectors → Sink → PostgreSQL, the metrics scheduler and
+    gap repair feeding the same Sink. On stop: the producers stop first, then the Sink
+    drains (what it cannot write within its share of the budget goes to the spool)."""
+    settings, opts, budget_s = service.settings, service.options, service.settings.writer.shutdown_budget_s
+    sim = await _start_simulator(settings) if opts.simulate else None
+    if sim is not None:
+        settings = simulated(settings, sim.endpoints())
+    # Producers get up to a quarter of the stop budget to close their sockets; the Sink
+    # gets the rest, so the whole drain fits the container's stop timeout.
+    producer_budget_s = min(2.0, budget_s * 0.25)
+    writer_settings = dataclasses.replace(
+        settings.writer, shutdown_budget_s=max(0.5, budget_s - 2 * producer_budget_s - 0.5))
+    sink = Sink(service.pool, writer_settings)
+    http = HttpClient()
+    session = aiohttp.ClientSession()
+    recorder = Recorder(opts.record_dir) if opts.record_dir else None
+    repairer = GapRepairer(settings, sink, service.pool) if settings.backfill.gap_repair else None
+    try:
+        await sink.start()
+        await http.start()
+        connectors = build_feeds(settings, sink, http, recorder=recorder, shard=opts.shard,
+                                 on_reconnect=repairer.on_reconnect if repairer else None)
+        metrics = (MetricsService(settings, session, sink, pool=service.pool)
+                   if settings.metrics.enabled else None)
+        service.observed.update(sink=sink, connectors=connectors, metrics=metrics, repairer=repairer)
+        if repairer is not None:
+            repairer.start()  # fills what was missed while we were down, in the background
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(run_feeds(connectors, service.stop_event), name="feeds")
+            if metrics is not None:
+                tg.create_task(metrics.run(service.stop_event), name="metrics")
+    finally:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(producer_budget_s):
+                if repairer is not None:
+                    await repairer.close()
+                await session.close()
+                await http.close()
+        await sink.close()
+        if recorder is not None:
+            recorder.close(timeout_s=1.0)
+        if sim is not None:
+            await sim.stop()
+
+
+def start_pipeline(service: Service) -> None:
+    service.start("pipeline", _pipeline(service))
+
+
+def check_streams(settings: Settings) -> None:
+    """Unknown symbols, unsupported intervals or depths: one ConfigError before anything starts."""
+    for exchange, ex in settings.enabled_exchanges().items():
+        plan_streams(exchange, ex, ex.symbols)
+
+
+COMPONENTS: list[Callable[[Service], None]] = [start_retention, start_pipeline]
 
 
 async def _unless_stopped(coro: Coroutine[Any, Any, T], stop_event: asyncio.Event) -> T | None:
@@ -164,6 +250,12 @@ async def run_service(settings: Settings, args: argparse.Namespace,
                 log.info("stopping: draining components",
                          budget_s=settings.writer.shutdown_budget_s)
                 await service.drain(settings.writer.shutdown_budget_s)
+        except* ConfigError as group:
+            # e.g. the exchange does not list a configured symbol: a user mistake, exit 2
+            for exc in group.exceptions:
+                log.error("configuration error; stopping the service", error=str(exc))
+            stop_event.set()
+            return_code = 2
         except* Exception as group:
             for exc in group.exceptions:
                 log.error("component failed; stopping the service",
@@ -208,6 +300,7 @@ def _install_signals(stop_event: asyncio.Event) -> Callable[[], None]:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     options_from(args, settings)  # fail on a bad --shard before starting anything
+    check_streams(settings)
     stop_event = asyncio.Event()
     remove_signals = _install_signals(stop_event)
     try:
