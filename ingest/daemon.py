@@ -35,8 +35,10 @@ from ingest.db.pool import connect_with_retry
 from ingest.errors import ConfigError
 from ingest.exchanges.plan import plan_streams
 from ingest.feeds import build_feeds, run_feeds
+from ingest.health import HealthServer
 from ingest.logs import get_logger
 from ingest.metrics.service import MetricsService
+from ingest.observe import Observer, summary_loop
 from ingest.settings import Settings, parse_shard, redact_dsn
 from ingest.sink import Sink
 from ingest.transport.http import HttpClient
@@ -97,8 +99,8 @@ class Service:
     bootstrap: BootstrapResult
     _tg: asyncio.TaskGroup
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    # What the health server and the operator summary read, filled as components start.
-    observed: dict[str, Any] = field(default_factory=dict)
+    # What /metrics, /readyz and the summary line read; components register as they start.
+    observer: Observer = field(default_factory=Observer)
 
     def start(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` for the life of the service. It must return soon after
@@ -162,6 +164,8 @@ async def _pipeline(service: Service) -> None:
     session = aiohttp.ClientSession()
     recorder = Recorder(opts.record_dir) if opts.record_dir else None
     repairer = GapRepairer(settings, sink, service.pool) if settings.backfill.gap_repair else None
+    if repairer is not None:  # its jobs' progress shows on /metrics and in the summary
+        repairer.backfiller.progress = service.observer.backfill
     try:
         await sink.start()
         await http.start()
@@ -169,7 +173,10 @@ async def _pipeline(service: Service) -> None:
                                  on_reconnect=repairer.on_reconnect if repairer else None)
         metrics = (MetricsService(settings, session, sink, pool=service.pool)
                    if settings.metrics.enabled else None)
-        service.observed.update(sink=sink, connectors=connectors, metrics=metrics, repairer=repairer)
+        service.observer.set_sink(sink)
+        service.observer.add_connectors(connectors)
+        service.observer.set_metrics_service(metrics)
+        service.observer.set_gap_repair(repairer)
         if repairer is not None:
             repairer.start()  # fills what was missed while we were down, in the background
         async with asyncio.TaskGroup() as tg:
@@ -200,7 +207,20 @@ def check_streams(settings: Settings) -> None:
         plan_streams(exchange, ex, ex.symbols)
 
 
-COMPONENTS: list[Callable[[Service], None]] = [start_retention, start_pipeline]
+def start_observability(service: Service) -> None:
+    """/healthz, /readyz and /metrics (unless health.enabled is false) and the periodic
+    summary line. Everything is read when asked, so components may register later."""
+    settings = service.settings
+    if settings.health.enabled:
+        server = HealthServer(settings, pool=service.pool, observer=service.observer,
+                              port=service.options.health_port)
+        service.start("health", server.serve(service.stop_event))
+    service.start("summary", summary_loop(service.observer, settings.logging.summary_interval_s,
+                                          service.stop_event))
+
+
+COMPONENTS: list[Callable[[Service], None]] = [start_observability, start_retention,
+                                               start_pipeline]
 
 
 async def _unless_stopped(coro: Coroutine[Any, Any, T], stop_event: asyncio.Event) -> T | None:
