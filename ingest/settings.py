@@ -54,7 +54,7 @@ class DatabaseSettings:
     sslrootcert: str = ""
     timescaledb: Literal["auto", "require", "off"] = "auto"
     pool_min_size: int = 1
-    pool_max_size: int = 4
+    pool_max_size: int = 8  # the writer alone uses up to 5 (two COPYs for trades)
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 60.0
     startup_retry_max_s: float = 60.0

@@ -36,7 +36,7 @@ def pg_admin_dsn() -> Iterator[str]:
         return
     tmp = Path(tempfile.mkdtemp(prefix="ingest-test-pg-"))
     os.chmod(tmp, 0o755)
-    server = EmbeddedPostgres(data_dir=tmp)
+    server = EmbeddedPostgres(data_dir=tmp, durable=False)
     server.start()
     try:
         yield server.dsn("postgres")

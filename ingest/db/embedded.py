@@ -77,6 +77,7 @@ class EmbeddedPostgres:
     data_dir: Path
     port: int = 0
     password: str | None = None  # None: trust auth on loopback (tests only)
+    durable: bool = True  # False: fsync/synchronous_commit off, for throwaway test clusters
     bindir: Path = field(default_factory=find_pg_bindir)
     user: str = "ingest"
     _started: bool = False
@@ -154,7 +155,10 @@ class EmbeddedPostgres:
         sock_dir.mkdir(exist_ok=True)
         self._chown(sock_dir)
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {sock_dir} "
-                "-c max_connections=200 -c shared_buffers=128MB -c synchronous_commit=off")
+                "-c max_connections=200 -c shared_buffers=128MB")
+        if not self.durable:
+            # Throwaway test clusters only: a crash may lose the last commits.
+            opts += " -c synchronous_commit=off -c fsync=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-l",
                   str(self.data_dir / "postgres.log"), "-o", opts, "-w", "-t", "60", "start")
         self._started = True

@@ -164,7 +164,7 @@ class BookKeeper:
         self.stats.gaps += 1
         self.stats.gaps_by_symbol[sym] = self.stats.gaps_by_symbol.get(sym, 0) + 1
         self._parked.pop(sym, None)
-        self.log.warning(f"resyncing {sym}", symbol=sym, reason=book.gap_reason)
+        self.log.warning("resyncing book after a sequence gap", symbol=sym, reason=book.gap_reason)
         self.request(sym, "gap")
 
     def request(self, symbol: str, reason: str) -> bool:

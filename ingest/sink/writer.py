@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,6 +78,7 @@ class TableWriter:
         self._ready: deque[Batch] = deque()
         self._inflight: dict[int, Batch] = {}
         self._unfinished: set[int] = set()
+        self._spooling = False  # inside an outage whose batches go to disk
         self._replaying = 0
         self._queued_bytes = 0
         self._next_id = 1
@@ -195,7 +196,7 @@ class TableWriter:
         if self._ready:
             batch = self._ready.popleft()
             self._finish(batch)
-            self._count_dropped(len(batch.records), "memory limit: oldest queued batch")
+            self._count_dropped(batch.records, "memory limit: oldest queued batch")
             return True
         if not self._pending:
             return False
@@ -204,12 +205,17 @@ class TableWriter:
         freed = sum(map(self._estimate, dropped))
         self._pending_bytes -= freed
         self._release(freed)
-        self._count_dropped(k, "memory limit: oldest pending snapshots")
+        self._count_dropped(dropped, "memory limit: oldest pending snapshots")
         return True
 
-    def _count_dropped(self, rows: int, why: str) -> None:
-        self.counters.rows_dropped += rows
-        self._log.warning("rows dropped", rows=rows, reason=why)
+    def _count_dropped(self, records: Sequence[Any], why: str) -> None:
+        # A drop is data loss (book snapshots only, by design): an ERROR with exact counts
+        # and the time range, never silent.
+        self.counters.rows_dropped += len(records)
+        stamps = [r.timestamp for r in records]
+        self._log.error("rows dropped", rows=len(records), reason=why,
+                        first_ts=min(stamps).isoformat() if stamps else None,
+                        last_ts=max(stamps).isoformat() if stamps else None)
 
     def _release(self, nbytes: int) -> None:
         self._queued_bytes -= nbytes
@@ -229,6 +235,11 @@ class TableWriter:
         if prepared is None:
             prepared = self._prepare(batch.records)
         if prepared.records and self._spool.append(self.spec.name, prepared.records):
+            if not self._spooling:
+                # Once per outage, so operators see the spool start filling.
+                self._log.warning("spooling batches to disk: the database is not keeping up",
+                                  spool_bytes=self._spool.total_bytes)
+            self._spooling = True
             self.counters.rows_spooled += len(prepared.records)
 
     # -- worker side -----------------------------------------------------------------------
@@ -316,6 +327,7 @@ class TableWriter:
     def _record(self, outcome: Outcome, replayed: int) -> None:
         c = self.counters
         c.rows_written += outcome.inserted
+        self._spooling = False
         c.rows_updated += outcome.updated
         c.duplicates_skipped += outcome.duplicates
         c.rows_replayed += replayed

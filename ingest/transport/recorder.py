@@ -32,6 +32,7 @@ import queue
 import re
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -151,7 +152,7 @@ def _lines(path: Path, stats: CaptureStats, max_line_bytes: int) -> Iterator[byt
         while True:
             try:
                 raw = f.readline(max_line_bytes + 1)
-            except (EOFError, OSError):  # gzip cut short: the writer crashed mid-stream
+            except (EOFError, OSError, zlib.error):  # gzip cut short or corrupt: a crash mid-write
                 stats.torn_lines += 1
                 return
             if not raw:

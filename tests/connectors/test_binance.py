@@ -135,7 +135,7 @@ async def test_book_snapshot_buffer_gap_resyncs_only_that_symbol(
         with capture_logs() as logs:
             await ws.send(conn, depth("ETHUSDT", 503, 504))  # 502 never came
             await until(lambda: api.count("ETHUSDT") == 2, what="ETH refetched")
-        assert any(e["event"] == "resyncing ETHUSDT" for e in logs)
+        assert any(e["event"] == "resyncing book after a sequence gap" and e.get("symbol") == "ETHUSDT" for e in logs)
         await ws.send(conn, depth("ETHUSDT", 505, 506, bids=[["10.5", "4"]]))
         await until(lambda: books["ETHUSDT"].last_id == 506)
         assert api.count("BTCUSDT") == 1 and books["BTCUSDT"].last_id == 103
