@@ -7,8 +7,11 @@ indexes, the same N trades and N candles are loaded
 
   (a) by ``psql \\copy`` from a CSV file: the ceiling (no validation, no Python);
   (b) through ``ingest.sink.Sink``: validation, de-duplication, COPY, stats;
-  (c) by 100-row multi-row ``INSERT … ON CONFLICT DO NOTHING`` on one connection, the way
-      common feed handlers write.
+  (c) by 100-row multi-row INSERT on one connection, two ways: ``insert_100`` a prepared
+      statement with binary parameters and ``ON CONFLICT DO NOTHING`` (the strongest form of
+      the approach), and ``insert_sql_100`` SQL text with the values written into it, in a
+      transaction, exactly as cryptofeed's PostgreSQL backend does (``write_batch``): the
+      way common feed handlers actually write.
 
 Each method runs ``--repeat`` times, interleaved, each time into a fresh database; the best
 and the median rows/s are printed (the machine is shared: the best is the least disturbed).
@@ -118,6 +121,33 @@ async def insert_load(dsn: str, spec: TableSpec, records: Sequence[Any], rows: i
         await conn.close()
 
 
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def insert_sql_load(dsn: str, spec: TableSpec, records: Sequence[Any], rows: int = 100) -> float:
+    """cryptofeed's backend: one SQL text per batch with the values in it (bench-only: the
+    data are generated here; the service never builds SQL from data)."""
+    head = f"INSERT INTO {spec.name} ({', '.join(spec.columns)}) VALUES "
+    conn = await asyncpg.connect(dsn)
+    try:
+        start = time.perf_counter()
+        for i in range(0, len(records) - len(records) % rows, rows):
+            args = ",".join("(" + ",".join(_literal(v) for v in _params(spec, rec)) + ")"
+                            for rec in records[i:i + rows])
+            async with conn.transaction():
+                await conn.execute(head + args)
+        return time.perf_counter() - start
+    finally:
+        await conn.close()
+
+
 async def _load_variant(conn: asyncpg.Connection, variant: str, trades: Sequence[Trade],
                         batch: int) -> None:
     cols = list(TRADES.columns)
@@ -164,7 +194,8 @@ async def compare(server: EmbeddedPostgres, spec: TableSpec, records: Sequence[A
                   settings: WriterSettings, repeat: int,
                   tmp: Path) -> dict[str, tuple[float, float]]:
     path = csv_file(spec, records, tmp)
-    rates: dict[str, list[float]] = {"psql_copy": [], "sink": [], "insert_100": []}
+    rates: dict[str, list[float]] = {"psql_copy": [], "sink": [], "insert_100": [],
+                                     "insert_sql_100": []}
     n = len(records)
     for _ in range(repeat):
         dsn = await fresh_database(server, "b_psql")
@@ -174,6 +205,8 @@ async def compare(server: EmbeddedPostgres, spec: TableSpec, records: Sequence[A
         rates["sink"].append(n / await sink_load(dsn, records, replace(settings, spool_dir=spool)))
         dsn = await fresh_database(server, "b_insert")
         rates["insert_100"].append(n / await insert_load(dsn, spec, records))
+        dsn = await fresh_database(server, "b_insert_sql")
+        rates["insert_sql_100"].append(n / await insert_sql_load(dsn, spec, records))
     return {k: best_and_median(v) for k, v in rates.items()}
 
 
@@ -274,7 +307,9 @@ def report_compare(title: str, res: dict[str, tuple[float, float]]) -> None:
     for name, (best, med) in res.items():
         print(f"  {name:<12} {_fmt(best)} / {_fmt(med)}")
     psql, sink, ins = res["psql_copy"][0], res["sink"][0], res["insert_100"][0]
-    print(f"  sink / psql \\copy = {sink / psql:.2f}   sink / insert_100 = {sink / ins:.1f}")
+    ins_sql = res["insert_sql_100"][0]
+    print(f"  sink / psql \\copy = {sink / psql:.2f}   sink / insert_100 = {sink / ins:.1f}   "
+          f"sink / insert_sql_100 = {sink / ins_sql:.1f}")
 
 
 async def run(server: EmbeddedPostgres, args: argparse.Namespace) -> None:
