@@ -75,7 +75,10 @@ async def test_buffered_deltas_then_snapshot_then_gap_resyncs_only_that_symbol()
     assert btc.top(1) == ((("100", "5"),), (("101", "1"),))
     with capture_logs() as logs:
         assert k.on_delta(delta("ETHUSDT", 53, 54)) is Outcome.GAP  # 52 never came
-    assert any(e["event"] == "resyncing book after a sequence gap" and e.get("symbol") == "ETHUSDT" and e["log_level"] == "warning" for e in logs)
+    assert any(
+        e["event"] == "resyncing book after a sequence gap" and e.get("symbol") == "ETHUSDT"
+        and e["log_level"] == "warning" for e in logs
+    )
     assert not k.books["ETHUSDT"].synced and btc.synced
     assert k.on_delta(delta("BTCUSDT", 13, 13)) is Outcome.APPLIED  # BTC carries on
     await drain(k)

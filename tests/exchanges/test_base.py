@@ -163,6 +163,43 @@ def test_mul_text_exact() -> None:
         mul_text("99999999999999999999", "10")
 
 
+_plain_num = st.builds(
+    lambda i, f: i + ("." + f if f else ""),
+    st.from_regex(r"[0-9]{1,20}", fullmatch=True),
+    st.from_regex(r"[0-9]{0,18}", fullmatch=True),
+)
+
+
+def _mul_reference(price: str, qty: str) -> str:
+    from ingest.exchanges.base import _CTX, _check_dec
+
+    product = _CTX.multiply(Decimal(price), Decimal(qty))
+    if product.is_zero():
+        return "0"
+    return _check_dec(product.normalize(_CTX), "quote quantity", False, True)
+
+
+@given(_plain_num, _plain_num)
+def test_mul_text_integer_path_matches_decimal(price: str, qty: str) -> None:
+    try:
+        expected: str | type[ParseError] = _mul_reference(price, qty)
+    except ParseError:
+        expected = ParseError
+    if expected is ParseError:
+        with pytest.raises(ParseError):
+            mul_text(price, qty)
+    else:
+        assert mul_text(price, qty) == expected
+
+
+@given(st.integers(946_684_800_000, 4_102_444_800_000), st.from_regex(r"[0-9]{0,6}", fullmatch=True))
+def test_ms_text_to_dt_is_exact(ms: int, frac: str) -> None:
+    text = f"{ms}.{frac}" if frac else str(ms)
+    micros = int((frac + "000")[:3])
+    expected = datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=(ms % 1000) * 1000 + micros)
+    assert ms_text_to_dt(text) == expected
+
+
 def test_levels_text_fast_and_slow_paths() -> None:
     levels = [("0.1", "2"), ("0.2", "0")]
     out = levels_text(levels)

@@ -6,13 +6,19 @@ import json
 import zlib
 from collections import Counter
 from datetime import UTC, datetime
+from decimal import Decimal
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ingest.errors import ConfigError, ExchangeError, ParseError
-from ingest.exchanges.base import Control
+from ingest.exchanges.base import Control, levels_dec
+from ingest.exchanges.huobi import wire
 from ingest.exchanges.huobi.parse import (
     decompress,
+    levels_raw,
     parse,
     parse_depth,
     parse_history_candles,
@@ -241,3 +247,37 @@ def test_rest_error_envelope() -> None:
     body = b'{"status":"error","err-code":"invalid-parameter","err-msg":"invalid symbol"}'
     with pytest.raises(ExchangeError, match="invalid symbol"):
         parse_depth(body, "btcusdt")
+
+
+_json_number = st.one_of(
+    st.from_regex(r"(0|[1-9][0-9]{0,21})(\.[0-9]{1,20})?", fullmatch=True),
+    st.from_regex(r"[1-9](\.[0-9]{1,8})?[eE][-+]?[0-9]{1,2}", fullmatch=True),
+)
+
+
+@given(st.lists(st.tuples(_json_number, _json_number), max_size=8))
+def test_levels_raw_plain_path_agrees_with_decimal_path(levels: list[tuple[str, str]]) -> None:
+    raw = msgspec.Raw(("[" + ",".join(f"[{p},{q}]" for p, q in levels) + "]").encode())
+    try:
+        expected: object = levels_dec(wire.LEVELS.decode(raw))
+    except ParseError:
+        expected = ParseError
+    if expected is ParseError:
+        with pytest.raises(ParseError):
+            levels_raw(raw)
+    else:
+        got = levels_raw(raw)
+        assert [(Decimal(p), Decimal(q)) for p, q in got] == [
+            (Decimal(p), Decimal(q)) for p, q in expected  # type: ignore[attr-defined]
+        ]
+        assert all("e" not in p.lower() and "e" not in q.lower() for p, q in got)
+
+
+def test_levels_raw_refuses_what_the_column_cannot_hold() -> None:
+    with pytest.raises(ParseError, match="zero"):
+        levels_raw(msgspec.Raw(b"[[0.000,1]]"))
+    with pytest.raises(ParseError, match="decimals"):
+        levels_raw(msgspec.Raw(b"[[0.1234567890123456789,1]]"))
+    with pytest.raises(msgspec.DecodeError):
+        levels_raw(msgspec.Raw(b"[[1,2],"))
+    assert levels_raw(msgspec.Raw(b"[ [1.5, 2] ]")) == (("1.5", "2"),)  # spaces: slow path

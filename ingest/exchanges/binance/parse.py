@@ -41,6 +41,13 @@ T = TypeVar("T")
 
 @guard(EXCHANGE)
 def parse(frame: bytes, recv_ts: float) -> ParseResult:
+    try:
+        combined = wire.COMBINED.decode(frame)
+    except msgspec.DecodeError:
+        pass  # not a combined event frame: partial depth, a reply, a raw stream, or bad
+    else:
+        if combined.stream.partition("@")[2].startswith(_EVENT_STREAMS):
+            return [_event(combined.data, recv_ts)]
     env = wire.ENVELOPE.decode(frame)
     if env.data is not UNSET:
         if env.stream is UNSET:

@@ -92,6 +92,14 @@ class ServerShutdown(Struct, tag_field="e", tag="serverShutdown", gc=False):
 Event = Trade | AggTrade | KlineEvent | DepthUpdate | ServerShutdown
 
 
+class Combined(Struct, gc=False):
+    """A combined-stream event frame decoded in one pass (the hot path); frames of any other
+    shape fail this and are routed through ``Envelope``."""
+
+    stream: str
+    data: Event
+
+
 class PartialDepth(Struct, gc=False):
     """``<symbol>@depth<N>`` stream payload and the REST ``/api/v3/depth`` body."""
 
@@ -132,6 +140,7 @@ class RestError(Struct, gc=False):
 
 ENVELOPE = msgspec.json.Decoder(Envelope)
 EVENT = msgspec.json.Decoder(Event)
+COMBINED = msgspec.json.Decoder(Combined)
 PARTIAL_DEPTH = msgspec.json.Decoder(PartialDepth)
 REST_KLINES = msgspec.json.Decoder(list[RestKline])
 REST_TRADES = msgspec.json.Decoder(list[RestTrade])

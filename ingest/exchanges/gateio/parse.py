@@ -42,6 +42,19 @@ from ingest.records import BookDelta, Candle, Trade
 
 EXCHANGE = "gateio"
 T = TypeVar("T")
+# Pair -> compact symbol, memoised for the streams' hot path; bounded (cleared when full).
+_PAIRS: dict[str, str] = {}
+_PAIRS_MAX = 4096
+
+
+def _pair(native: str) -> str:
+    compact = _PAIRS.get(native)
+    if compact is None:
+        compact = native_to_compact(EXCHANGE, native)  # raises on a bad pair: never cached
+        if len(_PAIRS) >= _PAIRS_MAX:
+            _PAIRS.clear()
+        _PAIRS[native] = compact
+    return compact
 
 
 @guard(EXCHANGE)
@@ -99,7 +112,7 @@ def _delta(
     if last < first:
         raise ParseError("book update with U > u")
     return BookDelta(
-        exchange=EXCHANGE, symbol=native_to_compact(EXCHANGE, pair), timestamp=ms_to_dt(t_ms),
+        exchange=EXCHANGE, symbol=_pair(pair), timestamp=ms_to_dt(t_ms),
         bids=levels_text(bids), asks=levels_text(asks), first_id=check_id(first, "U"),
         last_id=check_id(last, "u"), full=full, recv_ts=recv_ts,
     )
@@ -119,7 +132,7 @@ def _trade(tr: wire.Trade, recv_ts: float) -> Trade:
         raise ParseError(f"bad side {tr.side[:10]!r}")
     price, qty = price_text(tr.price), qty_text(tr.amount)
     return Trade(
-        exchange=EXCHANGE, symbol=native_to_compact(EXCHANGE, tr.currency_pair),
+        exchange=EXCHANGE, symbol=_pair(tr.currency_pair),
         trade_id=check_id(tr.id, "trade id"), timestamp=_trade_time(tr.create_time_ms),
         price=price, quantity=qty, quote_quantity=mul_text(price, qty),
         is_buyer_maker=tr.side == "sell",  # side is the taker's: a taker sells to a maker bid
@@ -136,7 +149,7 @@ def _candle(c: wire.Candlestick, recv_ts: float) -> Candle:
     if not sep:
         raise ParseError(f"bad candle name {c.n[:40]!r}")
     return Candle(
-        exchange=EXCHANGE, symbol=native_to_compact(EXCHANGE, pair),
+        exchange=EXCHANGE, symbol=_pair(pair),
         interval=interval_from_native(EXCHANGE, interval), timestamp=s_to_dt(digits(c.t, "t")),
         open=price_text(c.o), high=price_text(c.h), low=price_text(c.l), close=price_text(c.c),
         volume="0" if c.a is UNSET else volume_text(c.a),  # see the module docstring

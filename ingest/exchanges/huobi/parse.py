@@ -9,6 +9,7 @@ candle when one with a later open time arrives.
 
 from __future__ import annotations
 
+import re
 import zlib
 from datetime import datetime
 
@@ -34,9 +35,28 @@ from ingest.exchanges.base import (
     s_to_dt,
 )
 from ingest.exchanges.huobi import wire
-from ingest.records import BookDelta, Candle, Trade
+from ingest.records import BookDelta, Candle, Level, Trade
 
 EXCHANGE = "huobi"
+
+# A side whose every number is already plain text fitting NUMERIC(38,18), prices non-zero,
+# in HTX's compact JSON: the numbers' own text is the stored text.
+_PRICE = r"(?=[0-9.]*[1-9])[0-9]{1,20}(?:\.[0-9]{1,18})?"
+_QTY = r"[0-9]{1,20}(?:\.[0-9]{1,18})?"
+_LEVEL = rf"\[{_PRICE},{_QTY}\]"
+_PLAIN_SIDE = re.compile(rf"\[(?:{_LEVEL}(?:,{_LEVEL})*)?\]").fullmatch
+_PAIRS = re.compile(r"\[([0-9.]+),([0-9.]+)\]").findall
+
+
+def levels_raw(raw: Raw) -> tuple[Level, ...]:
+    """One side of a book as undecoded JSON (``[[9302.1,0.5],…]``) → validated text levels.
+    The common case is one regex check and one findall over the side's text, with no
+    Decimal per number; anything else (exponents, spaces, a zero price) is decoded into
+    Decimals and validated number by number, which raises on what is not storable."""
+    text = str(raw, "ascii", "replace")
+    if _PLAIN_SIDE(text) is not None:
+        return tuple(_PAIRS(text))
+    return levels_dec(wire.LEVELS.decode(raw))
 
 
 def decompress(frame: bytes, max_bytes: int) -> bytes:
@@ -123,19 +143,19 @@ def _mbp(symbol: str, mbp: wire.MbpTick, when: datetime, recv_ts: float) -> Book
     prev = check_id(mbp.prevSeqNum, "prevSeqNum")
     return BookDelta(
         exchange=EXCHANGE, symbol=symbol, timestamp=when,
-        bids=levels_dec(mbp.bids), asks=levels_dec(mbp.asks), first_id=prev + 1,
+        bids=levels_raw(mbp.bids), asks=levels_raw(mbp.asks), first_id=prev + 1,
         last_id=check_id(mbp.seqNum, "seqNum"), prev_id=prev, recv_ts=recv_ts,
     )
 
 
 def _image(
-    symbol: str, seq: int, bids: list[wire.NumLevel], asks: list[wire.NumLevel],
+    symbol: str, seq: int, bids: Raw, asks: Raw,
     when: datetime, recv_ts: float,
 ) -> BookDelta:
     seq = check_id(seq, "version")
     return BookDelta(
-        exchange=EXCHANGE, symbol=symbol, timestamp=when, bids=levels_dec(bids),
-        asks=levels_dec(asks), first_id=seq, last_id=seq, full=True, recv_ts=recv_ts,
+        exchange=EXCHANGE, symbol=symbol, timestamp=when, bids=levels_raw(bids),
+        asks=levels_raw(asks), first_id=seq, last_id=seq, full=True, recv_ts=recv_ts,
     )
 
 

@@ -60,13 +60,19 @@ class KlineTick(Struct, gc=False):
     count: int | None = None
 
 
+# Book sides stay undecoded: ``levels_raw`` takes the numbers' own text when it is plain
+# (one regex pass, no Decimal per number) and decodes into Decimals only otherwise.
+NO_LEVELS = Raw(b"[]")
+LEVELS = msgspec.json.Decoder(list[NumLevel])
+
+
 class DepthTick(Struct, gc=False):
     """``market.<s>.depth.step0`` tick and ``/market/depth`` tick: a full image."""
 
     version: int
     ts: int | UnsetType = UNSET
-    bids: list[NumLevel] = []
-    asks: list[NumLevel] = []
+    bids: Raw = NO_LEVELS
+    asks: Raw = NO_LEVELS
 
 
 class MbpTick(Struct, gc=False):
@@ -74,16 +80,16 @@ class MbpTick(Struct, gc=False):
 
     seqNum: int
     prevSeqNum: int
-    bids: list[NumLevel] = []
-    asks: list[NumLevel] = []
+    bids: Raw = NO_LEVELS
+    asks: Raw = NO_LEVELS
 
 
 class MbpImage(Struct, gc=False):
     """A REQ ``market.<s>.mbp.<n>`` reply's ``data``, and ``mbp.refresh`` ticks."""
 
     seqNum: int
-    bids: list[NumLevel] = []
-    asks: list[NumLevel] = []
+    bids: Raw = NO_LEVELS
+    asks: Raw = NO_LEVELS
 
 
 class RestTradeItem(Struct, gc=False):
