@@ -52,7 +52,9 @@ def levels_raw(raw: Raw) -> tuple[Level, ...]:
     """One side of a book as undecoded JSON (``[[9302.1,0.5],…]``) → validated text levels.
     The common case is one regex check and one findall over the side's text, with no
     Decimal per number; anything else (exponents, spaces, a zero price) is decoded into
-    Decimals and validated number by number, which raises on what is not storable."""
+    Decimals and validated number by number, which raises on what is not storable.
+    (Rewriting HTX's exponent numbers, ``9.121E-7``, to plain text with a regex callback
+    measured slower than the Decimal path on the capture's books: left to the Decimals.)"""
     text = str(raw, "ascii", "replace")
     if _PLAIN_SIDE(text) is not None:
         return tuple(_PAIRS(text))
