@@ -162,16 +162,18 @@ class Backfiller:
         range), never raised, so the other jobs finish."""
         result = JobResult(job)
         key = f"{id(result)}"
+        ok = False
         try:
             if isinstance(job, CandleJob):
                 await self._candles(job, result, key)
             else:
                 await self._trades(job, result, key)
+            ok = True
         except IngestError as exc:
             result.error = f"{job.describe()}: {exc}"
             log.error("backfill job failed", job=job.describe(), error=str(exc)[:500])
         finally:
-            self.progress.finish(key)
+            self.progress.finish(key, ok=ok)
         return result
 
     async def _candles(self, job: CandleJob, result: JobResult, key: str) -> None:

@@ -37,10 +37,13 @@ class Progress:
         if job is not None:
             job["done"], job["rows"] = min(done, job["total"]), rows
 
-    def finish(self, key: str) -> None:
+    def finish(self, key: str, ok: bool = True) -> None:
+        """The job ended: done in full, or (``ok=False``) failed where it stood."""
         job = self.jobs.get(key)
         if job is not None:
-            job["done"] = job["total"]
+            if ok:
+                job["done"] = job["total"]
+            job["failed"] = not ok
 
     async def __aenter__(self) -> Progress:
         return self
@@ -70,8 +73,8 @@ class RichProgress(Progress):
         if key in self._tasks:
             self._bar.update(self._tasks[key], completed=self.jobs[key]["done"], rows=rows)
 
-    def finish(self, key: str) -> None:
-        super().finish(key)
+    def finish(self, key: str, ok: bool = True) -> None:
+        super().finish(key, ok)
         if key in self._tasks:
             self._bar.update(self._tasks[key], completed=self.jobs[key]["total"])
 
@@ -90,8 +93,8 @@ class LogProgress(Progress):
         self._task: asyncio.Task[None] | None = None
         self._finished: set[str] = set()
 
-    def finish(self, key: str) -> None:
-        super().finish(key)
+    def finish(self, key: str, ok: bool = True) -> None:
+        super().finish(key, ok)
         self._emit(key)
         self._finished.add(key)
 
@@ -100,7 +103,7 @@ class LogProgress(Progress):
         elapsed_s = time.monotonic() - job["started"]
         _log.info("backfill progress", job=job["label"], rows=job["rows"],
                   done_pct=round(100.0 * job["done"] / job["total"], 1),
-                  elapsed_s=round(elapsed_s, 1))
+                  elapsed_s=round(elapsed_s, 1), **({"failed": True} if job.get("failed") else {}))
 
     async def _loop(self) -> None:
         while True:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ingest import cli
 from ingest.backfill_plan import CandleJob
+from ingest.observe import BackfillProgress
 from ingest.settings import Settings
 from ingest.sim import Simulator
 
@@ -122,8 +123,11 @@ async def test_a_permanent_error_names_exchange_symbol_and_range(
     body = '{"code":-1121,"msg":"Invalid symbol."}'
     proxy = await proxy_factory([(400, {}, body)], "/klines")
     s = via(settings, "binance", f"{proxy.url}/binance")
+    progress = BackfillProgress()  # what /metrics reads in the service
     summary = await run_backfill([CandleJob("binance", "BTC/USDT", "1m", DAY_MS,
-                                            DAY_MS + 10 * MINUTE_MS)], settings_=s)
+                                            DAY_MS + 10 * MINUTE_MS)], settings_=s,
+                                 progress=progress)
+    assert progress.jobs_finished == {"ok": 0, "failed": 1} and not progress.jobs
     (error,) = summary.errors
     assert error.startswith("binance BTC/USDT 1m candles 2024-01-01T00:00:00Z .. "
                             "2024-01-01T00:10:00Z: binance: publicGetKlines: BadSymbol")
