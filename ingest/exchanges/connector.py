@@ -13,8 +13,9 @@ exchange's pure parser and the connector routes what comes out:
 - book deltas → the book keeper (synchronous; a resync never runs in the read loop);
 - ``Control`` items (pings, acks, errors, shutdown notices) → the exchange handler.
 
-``sink.put_many`` may wait when the writer's memory is full: ``handle_frame`` then returns
-that coroutine, the socket stops reading, and TCP pushes back on the exchange.
+Records go to ``sink.offer`` without waiting while the writer has room; when its memory is
+full ``handle_frame`` returns the ``sink.put_many`` coroutine for the rest, the socket stops
+reading, and TCP pushes back on the exchange.
 
 A bad frame is logged (truncated, at most a few lines per interval) and counted, never fatal.
 """
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ingest.errors import ConfigError, ExchangeError, ParseError
-from ingest.exchanges.bookkeeper import BookKeeper, ResyncFn, grid_floor, next_grid_s
+from ingest.exchanges.bookkeeper import BookKeeper, ResyncFn, SnapshotGrid, next_grid_s
 from ingest.exchanges.candles import CandleFinalizer
 from ingest.exchanges.plan import Stream, stream_key
 from ingest.logs import get_logger
@@ -78,6 +79,8 @@ class ConnectorOptions:
 
 class RecordSink(Protocol):
     """What connectors need of the writer (``ingest.sink.Sink`` is one)."""
+
+    def offer(self, records: list[Record]) -> int: ...
 
     async def put_many(self, records: Iterable[Record]) -> None: ...
 
@@ -192,13 +195,24 @@ class Connector:
         else:
             self.counters["unexpected"] += 1
 
-    async def emit(self, records: list[Record]) -> None:
+    def emit(self, records: list[Record]) -> Awaitable[None] | None:
+        """Hand records to the sink: synchronously while it has room (the common case, no
+        coroutine per frame), else the coroutine that waits for room with the rest."""
+        taken = self.sink.offer(records)
+        if taken == len(records):
+            self._count(records)
+            return None
+        self._count(records[:taken])
+        return self._emit_rest(records[taken:])
+
+    async def _emit_rest(self, records: list[Record]) -> None:
         await self.sink.put_many(records)
-        for r in records:
-            if type(r) is Trade:
-                self.counters["trades"] += 1
-            else:
-                self.counters["candles"] += 1
+        self._count(records)
+
+    def _count(self, records: list[Record]) -> None:
+        trades = sum(1 for r in records if type(r) is Trade)
+        self.counters["trades"] += trades
+        self.counters["candles"] += len(records) - trades
 
     def reject(self, ws: str, frame: Frame, exc: ParseError) -> None:
         self.counters["frames_rejected"] += 1
@@ -284,10 +298,14 @@ class Connector:
     async def _snapshot_loop(self) -> None:
         assert self.keeper is not None
         interval = self.settings.snapshot_interval_s
+        grid = SnapshotGrid(interval)
         while True:
             await asyncio.sleep(next_grid_s(self.wall(), interval))
             now = self.wall()
-            snaps = self.keeper.snapshots(grid_floor(now, interval), now)
+            at = grid.take(now)
+            if at is None:
+                continue  # woke just before the grid point: that one is still to come
+            snaps = self.keeper.snapshots(at, now)
             if snaps:
                 await self.sink.put_many(snaps)
                 self.counters["book_snapshots"] += len(snaps)

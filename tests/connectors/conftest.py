@@ -45,6 +45,12 @@ class FakeSink:
         self.open = asyncio.Event()
         self.open.set()
 
+    def offer(self, records: list[Record]) -> int:
+        if not self.open.is_set():  # cleared: backpressure
+            return 0
+        self.records.extend(records)
+        return len(records)
+
     async def put_many(self, records: Any) -> None:
         await self.open.wait()  # cleared: backpressure
         self.records.extend(records)

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from ingest.books import Outcome
-from ingest.exchanges.bookkeeper import BookKeeper, grid_floor, next_grid_s
+from ingest.exchanges.bookkeeper import BookKeeper, SnapshotGrid, grid_floor, next_grid_s
 from ingest.records import BookDelta
 from tests.connectors.books_helpers import Src, delta, image
 
@@ -45,6 +45,20 @@ async def drain(keeper: BookKeeper) -> None:
         await asyncio.sleep(0)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+def test_snapshot_grid_takes_each_point_once() -> None:
+    grid = SnapshotGrid(0.5)
+    t0 = 1_700_000_000.0
+    at = lambda s: datetime.fromtimestamp(s, UTC)  # noqa: E731
+    assert grid.take(t0 + 0.000_02) == at(t0)
+    # Woke 15 µs early for the next point (wall clock slewed against the sleep clock):
+    # the previous point again, which must not be snapshotted twice.
+    assert grid.take(t0 + 0.499_985) is None
+    assert grid.take(t0 + 0.500_001) == at(t0 + 0.5)
+    assert grid.take(t0 + 1.7) == at(t0 + 1.5)  # a late wake skips a point, never repeats
+    assert grid.take(t0 + 1.9) is None
+    assert grid.take(t0 - 3600) == at(t0 - 3600)  # stepped back an hour: carry on from there
 
 
 def test_grid_floor_and_next() -> None:
