@@ -52,6 +52,25 @@ async def test_memory_stays_within_bound_while_producer_outruns_database(
     assert stats["rows_dropped"] == stats["rows_spooled"] == 0
 
 
+async def test_offer_takes_what_fits_without_waiting_and_leaves_the_rest(
+        pool: asyncpg.Pool, schema_db: str, writer_settings: WriterSettings) -> None:
+    settings = settings_with(writer_settings, memory_limit_mb=1, max_batch_rows=500)
+    n = 20_000
+    records = trades(0, n)
+    async with Sink(pool, settings) as sink:
+        async with table_locked(schema_db, "trades"):
+            taken = sink.offer(records)  # synchronous: never waits for the database
+            stats = sink.stats()["trades"]
+            assert 0 < taken < n
+            assert stats["queue_bytes"] <= stats["queue_limit_bytes"]
+            assert stats["producer_waits"] == 0
+            assert sink.offer(records[taken:]) == 0  # still full
+            rest = asyncio.create_task(sink.put_many(records[taken:]))
+        await rest
+        await sink.flush()
+    assert await count(schema_db) == n
+
+
 async def test_book_snapshots_drop_oldest_and_never_block(
         pool: asyncpg.Pool, schema_db: str, writer_settings: WriterSettings) -> None:
     settings = settings_with(writer_settings, memory_limit_mb=1, max_batch_rows=50)
