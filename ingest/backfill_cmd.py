@@ -21,23 +21,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ingest.backfill_plan import BackfillRequest, check_interval, check_range, exchange_name, parse_time
-from ingest.errors import ConfigError, WriteError
+from ingest.errors import ConfigError
 from ingest.exchanges.naming import to_native_symbol
 from ingest.logs import get_logger
 from ingest.settings import Settings
 
 log = get_logger("ingest.backfill")
-SPOOL_SLOTS = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,20 +95,9 @@ def build_request(args: argparse.Namespace, settings: Settings, now_ms: int) -> 
 
 
 async def _open_sink(pool: Any, settings: Settings) -> Any:
-    from ingest.sink import Sink
+    from ingest.sink import open_side_sink
 
-    base = Path(settings.writer.spool_dir) / "backfill"
-    for slot in range(SPOOL_SLOTS):
-        spool = base if slot == 0 else base.with_name(f"backfill.{slot}")
-        writer = dataclasses.replace(settings.writer, spool_dir=str(spool))
-        sink = Sink(pool, writer)
-        try:
-            await sink.start()
-            return sink
-        except WriteError:
-            if slot == SPOOL_SLOTS - 1:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    return await open_side_sink(pool, settings.writer, "backfill")
 
 
 @contextlib.asynccontextmanager

@@ -80,8 +80,11 @@ def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
     # The long-running commands log to stdout (the container's log stream); the others
     # keep stdout for their own output (JSON records, tables) and log to stderr.
     stream = sys.stdout if args.command in ("run", "simulate") else sys.stderr
+    level = args.log_level or settings.logging.level
+    if getattr(args, "quiet", False) and not args.log_level:
+        level = "WARNING"  # --quiet: print nothing, log only what needs attention
     logs.configure(
-        level=args.log_level or settings.logging.level,
+        level=level,
         fmt=args.log_format or settings.logging.format,
         stream=stream,
     )

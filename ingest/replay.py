@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -142,16 +141,13 @@ async def _write(replayer: Replayer, paths: list[Path],
     from ingest.db.bootstrap import bootstrap
     from ingest.db.local import database_settings
     from ingest.db.pool import connect_with_retry
-    from ingest.sink import Sink
+    from ingest.sink import open_side_sink
 
     async with database_settings(settings) as resolved:
         pool = await connect_with_retry(resolved.database)
         try:
             await bootstrap(pool, resolved)
-            writer = dataclasses.replace(
-                resolved.writer, spool_dir=str(Path(resolved.writer.spool_dir) / "replay"))
-            sink = Sink(pool, writer)
-            await sink.start()
+            sink = await open_side_sink(pool, resolved.writer, "replay")
             try:
                 for batch in _batches(replayer.records(paths)):
                     await sink.put_many(batch)

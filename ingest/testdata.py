@@ -316,6 +316,28 @@ async def generate(sink: Any, markets: list[Market], range_ms: tuple[int, int], 
     return writer.counts
 
 
+async def stored_in_range(pool: Any, markets: list[Market], range_ms: tuple[int, int]) -> list[str]:
+    """What the database already holds where the generator would write: generated rows
+    must never mix with (or, for candles, replace) real ones."""
+    lo, hi = to_dt(range_ms[0]), to_dt(range_ms[1])
+    found = []
+    async with pool.acquire() as conn:
+        for m in markets:
+            for table in ("candlesticks", "trades", "order_books"):
+                # table names are constants of this module, never input
+                hit = await conn.fetchval(
+                    f"SELECT EXISTS (SELECT 1 FROM {table} WHERE exchange = $1 AND symbol = $2 "
+                    "AND timestamp >= $3 AND timestamp < $4)", m.exchange, m.symbol, lo, hi)
+                if hit:
+                    found.append(f"{table} {m.exchange}:{m.symbol}")
+        if await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM market_metrics WHERE metric_type IN "
+                "('btc_dominance', 'fear_greed_index') AND timestamp >= $1 AND timestamp < $2)",
+                lo, hi):
+            found.append("market_metrics btc_dominance/fear_greed_index")
+    return found
+
+
 def report(counts: dict[str, int], sink_stats: dict[str, dict[str, Any]]) -> list[str]:
     lines = [f"{'table':<16} {'generated':>11} {'written':>11} {'already stored':>15}"]
     for table in TABLES:
@@ -335,7 +357,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.db.bootstrap import bootstrap
     from ingest.db.local import database_settings
     from ingest.db.pool import connect_with_retry
-    from ingest.sink import Sink
+    from ingest.sink import open_side_sink
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     end = args.end or datetime.now(UTC).date()
@@ -349,13 +371,23 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         pool = await connect_with_retry(resolved.database)
         try:
             await bootstrap(pool, resolved)
-            async with Sink(pool, resolved.writer) as sink:
+            stored = await stored_in_range(pool, markets, range_ms)
+            if stored:
+                raise ConfigError(
+                    f"the database already holds rows between {to_dt(range_ms[0]):%Y-%m-%d} and "
+                    f"{to_dt(range_ms[1]):%Y-%m-%d} ({', '.join(stored[:4])}"
+                    f"{', …' if len(stored) > 4 else ''}): generate-test-data never writes over "
+                    "stored data; choose another --end or --symbols, or an empty database")
+            sink = await open_side_sink(pool, resolved.writer, "generate-test-data")
+            try:
                 counts = await generate(sink, markets, range_ms, seed=seed,
                                         book_interval_s=args.book_interval_s,
                                         max_trades=args.max_trades_per_minute,
                                         memory_limit_mb=resolved.writer.memory_limit_mb)
                 await sink.flush()
                 stats = sink.stats()
+            finally:
+                await sink.close()
         finally:
             await pool.close()
     if not args.quiet:

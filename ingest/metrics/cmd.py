@@ -116,14 +116,13 @@ async def _wired(settings: Settings,
     from ingest.db.bootstrap import bootstrap
     from ingest.db.local import database_settings
     from ingest.db.pool import connect_with_retry
-    from ingest.sink import Sink
+    from ingest.sink import open_side_sink
 
     async with database_settings(settings) as resolved:
         pool = await connect_with_retry(resolved.database)
         try:
             await bootstrap(pool, resolved)
-            sink = Sink(pool, resolved.writer)
-            await sink.start()
+            sink = await open_side_sink(pool, resolved.writer, "metrics")
             try:
                 async with new_session(m) as session:
                     yield MetricsService(m, session, sink, pool=pool), sink

@@ -4,8 +4,8 @@ See ``sink.Sink`` for the contract, ``writer`` for queueing and backpressure, ``
 the COPY / merge / quarantine path, and ``spool`` for the on-disk buffer.
 """
 
-from ingest.sink.sink import Sink, utc_now
+from ingest.sink.sink import Sink, open_side_sink, utc_now
 from ingest.sink.spool import Spool
 from ingest.sink.tables import SPECS, TableSpec
 
-__all__ = ["SPECS", "Sink", "Spool", "TableSpec", "utc_now"]
+__all__ = ["SPECS", "Sink", "Spool", "TableSpec", "open_side_sink", "utc_now"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,3 +215,23 @@ class Sink:
         while True:
             await asyncio.sleep(self._settings.stats_interval_s)
             self._log.info("sink stats", tables=self._summary())
+
+
+SIDE_SPOOL_SLOTS = 4
+
+
+async def open_side_sink(pool: asyncpg.Pool, settings: WriterSettings, name: str) -> Sink:
+    """A started Sink whose spool is ``<spool_dir>/<name>`` (or ``<name>.1`` … when another
+    process holds that one), for commands that run beside the service: the service holds
+    the main spool directory, and two spools must never share a directory."""
+    base = Path(settings.spool_dir) / name
+    for slot in range(SIDE_SPOOL_SLOTS):
+        spool = base if slot == 0 else base.with_name(f"{name}.{slot}")
+        sink = Sink(pool, dataclasses.replace(settings, spool_dir=str(spool)))
+        try:
+            await sink.start()
+            return sink
+        except WriteError:
+            if slot == SIDE_SPOOL_SLOTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -88,7 +88,10 @@ class Spool:
                  log: Any) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self.segment_max_bytes = max(64 << 10, min(64 << 20, max_bytes // 16))
+        # Space is freed a segment file at a time, so at the cap the oldest segment goes:
+        # small segments (4 MiB at most, a few 5,000-row batches) keep that drop close to
+        # "the oldest batch" without a file per batch.
+        self.segment_max_bytes = max(256 << 10, min(4 << 20, max_bytes // 256))
         self._decoders = {t: msgspec.msgpack.Decoder(list[tp]) for t, tp in types.items()}  # type: ignore[valid-type]
         self._encoder = msgspec.msgpack.Encoder()
         self._log = log
@@ -182,7 +185,12 @@ class Spool:
             return False
         while self.total_bytes + len(frame) > self.max_bytes and self._any_segment():
             self._drop_segment(self._victim())
-        seg = self._active_segment(table, len(frame))
+        try:
+            seg = self._active_segment(table, len(frame))
+        except OSError as exc:  # directory gone, no permission, no inodes or descriptors
+            self._count_drop(table, rows, first, last,
+                             f"spool segment could not be created: {exc.strerror or exc}")
+            return False
         assert seg.fd is not None
         try:
             written = 0

@@ -145,7 +145,7 @@ class TableWriter:
                 continue
             if self.spec.policy == "drop_oldest":
                 if not self._drop_oldest():
-                    self._count_dropped(1, "queue full of batches being written")
+                    self._count_dropped([record], "queue full of batches being written")
                     return
                 continue
             self.counters.producer_waits += 1
@@ -415,7 +415,7 @@ class TableWriter:
         out["rows_dropped"] += self._spool.dropped_rows[name]
         queued = (len(self._pending) + sum(len(b.records) for b in self._ready)
                   + sum(len(b.records) for b in self._inflight.values()))
-        out.update(queue_rows=queued, queue_bytes=self._queued_bytes,
+        out.update(queue_rows=queued, batches_in_flight=len(self._inflight), queue_bytes=self._queued_bytes,
                    queue_limit_bytes=self.quota_bytes, spool_bytes=self._spool.table_bytes(name),
                    spool_rows=self._spool.table_rows(name),
                    spool_torn_frames=self._spool.torn_frames[name], healthy=not self.unhealthy)

@@ -164,9 +164,15 @@ def test_command_line(database_url: str, tmp_path: Path, quiet: bool) -> None:
     lines = first.stdout.splitlines()
     assert lines[0] == "seed 5, 2024-01-01 .. 2024-01-02 (exclusive), 1 markets"
     assert lines[2].split() == ["candlesticks", "1,903", "1,903", "0"]
+    # Generated rows never mix with (or replace) stored ones: a second run over the same
+    # range is refused with one line, exit 2, and writes nothing.
     again = _cli(*common, cwd=tmp_path)
-    rows = {line.split()[0]: line.split()[1:] for line in again.stdout.splitlines()[2:]}
-    assert all(r[1] == "0" and r[2] == r[0] for r in rows.values()), again.stdout  # all stored
+    assert again.returncode == 2, again.stderr
+    line = again.stderr.strip().splitlines()[-1]  # (log lines at WARNING come before it)
+    assert line.startswith("ingest generate-test-data: error: ")
+    assert "already holds rows between 2024-01-01 and 2024-01-02" in line
+    assert "candlesticks gateio:ETHUSDT" in line and "never writes over stored data" in line
+    assert again.stdout == ""
 
 
 def test_bad_arguments_are_one_line(tmp_path: Path) -> None:

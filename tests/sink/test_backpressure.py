@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from ingest.errors import WriteError
 from ingest.records import BookDelta
@@ -69,6 +71,25 @@ async def test_offer_takes_what_fits_without_waiting_and_leaves_the_rest(
         await rest
         await sink.flush()
     assert await count(schema_db) == n
+
+
+async def test_a_snapshot_too_big_for_the_room_beside_a_batch_in_flight_is_dropped_and_counted(
+        pool: asyncpg.Pool, schema_db: str, writer_settings: WriterSettings) -> None:
+    # The only queued bytes belong to the batch being written; the next snapshot does not
+    # fit beside it and there is nothing older to drop: it is dropped, logged, counted.
+    settings = settings_with(writer_settings, memory_limit_mb=1, max_batch_rows=1)
+    levels = tuple((f"{100 + i}.5", "1.0") for i in range(300))
+    big = [msgspec.structs.replace(book(i), bids=levels, asks=levels) for i in range(2)]
+    async with Sink(pool, settings) as sink:
+        async with table_locked(schema_db, "order_books"):
+            await sink.put(big[0])
+            await wait_until(lambda: sink.stats()["order_books"]["batches_in_flight"] == 1)
+            with capture_logs() as logs:
+                await sink.put(big[1])  # must neither wait nor raise
+            assert sink.stats()["order_books"]["rows_dropped"] == 1
+            assert any(e["event"] == "rows dropped" and e["rows"] == 1 for e in logs)
+        await sink.flush()
+    assert await count(schema_db, "order_books") == 1
 
 
 async def test_book_snapshots_drop_oldest_and_never_block(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,26 @@ def test_batch_larger_than_the_cap_is_dropped_and_counted(tmp_path: Path) -> Non
     assert spool.dropped_rows["trades"] == 100
     assert logs[0]["log_level"] == "error" and logs[0]["rows"] == 100
     spool.close()
+
+
+def test_a_segment_that_cannot_be_created_is_a_counted_drop_not_an_exception(
+        tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "spool")
+    assert spool.append("trades", trades(0, 10))
+    spool.segment_max_bytes = 1  # the next batch needs a new segment file
+    shutil.rmtree(tmp_path / "spool")  # the directory is gone (a cleaner, an unmounted volume)
+    with capture_logs() as logs:
+        assert not spool.append("trades", trades(10, 20))
+    assert spool.dropped_rows["trades"] == 10
+    assert any(e["event"] == "spool: rows dropped" and e["rows"] == 10
+               and "could not be created" in e["reason"] for e in logs)
+    spool.close()
+
+
+def test_segment_files_stay_small_so_a_drop_at_the_cap_costs_few_batches() -> None:
+    log = structlog.get_logger()
+    assert Spool(Path("/nonexistent"), 1024 << 20, TYPES, log).segment_max_bytes == 4 << 20
+    assert Spool(Path("/nonexistent"), 64 << 20, TYPES, log).segment_max_bytes == 256 << 10
 
 
 def test_second_process_cannot_share_a_spool(tmp_path: Path) -> None:
