@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ingest import __version__, logs
-from ingest.errors import ConfigError, IngestError
-from ingest.settings import Settings, load_settings, redact_dsn
+from ingest.errors import IngestError
+from ingest.settings import Settings, check_database_url, dsn_password, load_settings
 
 # name → (module, help). Modules are imported only when their command runs, so a broken
 # optional part cannot stop `ingest db status` from working.
@@ -70,8 +70,7 @@ def build_parser(load_modules: bool = True, only: str | None = None) -> argparse
 def _settings_for(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
     if args.database_url:
-        if not args.database_url.startswith(("postgres://", "postgresql://")):
-            raise ConfigError(f"--database-url: must be a postgresql:// URL, got {redact_dsn(args.database_url)!r}")
+        check_database_url(args.database_url, "--database-url", "command line")
         settings = settings.with_database_url(args.database_url)
     return settings
 
@@ -89,10 +88,7 @@ def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
         stream=stream,
     )
     logs.register_secret(settings.metrics.coingecko_api_key)
-    from urllib.parse import urlsplit
-
-    if settings.database.url:
-        logs.register_secret(urlsplit(settings.database.url).password or "")
+    logs.register_secret(dsn_password(settings.database.url))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,5 +47,11 @@ class MigrationError(DatabaseError):
     """A migration failed, or an applied migration's file has changed."""
 
 
+class UnknownMigration(MigrationError):
+    """A version given on the command line that no migration has: a usage error (exit 2)."""
+
+    exit_code = 2
+
+
 class WriteError(IngestError):
     """A batch could not be written."""

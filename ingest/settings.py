@@ -8,6 +8,7 @@ the dataclasses below and are mirrored, documented, in ``config/ingest.toml``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from ingest.errors import ConfigError
 
@@ -294,9 +295,26 @@ def _check_interval(value: str, key: str, source: str) -> None:
 
 
 def _check_url(value: str, key: str, source: str, schemes: tuple[str, ...]) -> None:
-    if value and urlsplit(value).scheme not in schemes:
-        shown = redact_dsn(value)  # a rejected URL may still carry a password
+    if not value:
+        return
+    shown = redact_dsn(value)  # a rejected URL may still carry a password
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise _fail(source, key, f"not a valid URL ({exc}): {shown!r}") from None
+    if parts.scheme not in schemes:
         raise _fail(source, key, f"must be a URL starting with {' or '.join(schemes)}, got {shown!r}")
+    if schemes[0] == "postgres":
+        params = dict(parse_qsl(parts.query))
+        mode = params.get("sslmode")
+        if mode is not None and mode not in SSL_MODES:
+            raise _fail(source, key, f"sslmode must be one of {', '.join(SSL_MODES)}, got {mode!r}")
+
+
+def check_database_url(value: str, key: str, source: str) -> None:
+    """A PostgreSQL URL that the pool and the messages can parse: ConfigError otherwise."""
+    _check_url(value, key, source, ("postgres", "postgresql"))
 
 
 def _build_exchange(name: str, data: Any, source: str) -> ExchangeSettings:
@@ -405,7 +423,15 @@ def database_url_from_env(env: Mapping[str, str]) -> str:
         raise ConfigError(f"environment: DB_PORT: must be a port number, got {port!r}")
     user = quote(env.get("DB_USER", "postgres"), safe="")
     auth = f"{user}:{quote(password, safe='')}@" if password else f"{user}@"
-    return f"postgresql://{auth}{host}:{port}/{quote(env.get('DB_NAME', 'ingest'), safe='')}"
+    if ":" in host:
+        try:
+            host = f"[{ipaddress.IPv6Address(host.strip('[]'))}]"
+        except ValueError:
+            raise ConfigError(f"environment: DB_HOST: must be a host name or an address without "
+                              f"a port (the port goes in DB_PORT), got {host!r}") from None
+    url = f"postgresql://{auth}{host}:{port}/{quote(env.get('DB_NAME', 'ingest'), safe='')}"
+    _check_url(url, "DB_HOST", "environment", ("postgres", "postgresql"))
+    return url
 
 
 def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
@@ -465,16 +491,31 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
 _SECRET_FIELDS = {"coingecko_api_key"}
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&;])(?:password|passfile|sslpassword)=)[^&;#]*")
+_NETLOC_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@?#]*:)[^@/?#]*@", re.I)
+
+
 def redact_dsn(url: str) -> str:
-    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
+    """``postgresql://user:secret@host/db?password=x`` → ``postgresql://user:***@host/db?password=***``.
+    String-based, so it also works on URLs too malformed to parse."""
     if not url:
         return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    url = _NETLOC_PASSWORD.sub(r"\1***@", url)
+    head, sep, query = url.partition("?")
+    return head + sep + _QUERY_PASSWORD.sub(r"\1***", query) if sep else url
+
+
+def dsn_password(url: str) -> str:
+    """The password a DSN carries, in its netloc or its query string ('' if none)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password or ""
+    except ValueError:
+        return ""
+    for key, value in parse_qsl(parts.query):
+        if key.lower() == "password" and value:
+            password = password or value
+    return password
 
 
 def to_display(settings: Settings) -> dict[str, Any]:

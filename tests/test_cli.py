@@ -207,7 +207,24 @@ def test_bad_cli_argument(tmp_path: Path, args: list[str], expected: str) -> Non
 @pytest.mark.parametrize("url", ["notaurl", "localhost:5432/db", "mysql://u@h/db"])
 def test_database_url_option_must_be_postgres(tmp_path: Path, url: str) -> None:
     line = one_line_error(run_cli("config", "show", "--database-url", url, cwd=tmp_path))
-    assert "--database-url: must be a postgresql:// URL" in line
+    assert "--database-url: must be a URL starting with postgres or postgresql" in line
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:Secr3t@localhost:abc/db",
+                                 "postgresql://u:Secr3t@[::1/db",
+                                 "postgresql://u@h/db?password=Secr3t&sslmode=bogus"])
+def test_database_url_option_that_does_not_parse_is_one_line(tmp_path: Path, url: str) -> None:
+    result = run_cli("db", "status", "--database-url", url, cwd=tmp_path)
+    line = one_line_error(result)
+    assert "--database-url: " in line and "Secr3t" not in result.stderr
+
+
+def test_config_show_redacts_a_password_in_the_query_string(tmp_path: Path) -> None:
+    result = run_cli("config", "show", "--format", "json", "--database-url",
+                     "postgresql://bob@db/x?password=Hunter2secret", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Hunter2secret" not in result.stdout + result.stderr
+    assert "password=***" in result.stdout
 
 
 def test_non_utf8_config_is_one_line(tmp_path: Path) -> None:

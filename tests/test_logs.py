@@ -186,6 +186,14 @@ def test_dsn_password_never_appears(out: io.StringIO) -> None:
     assert second["event"] == "retrying postgresql://ingest:***@db:5432/market"
 
 
+def test_dsn_password_in_the_query_string_never_appears(out: io.StringIO) -> None:
+    dsn = "postgresql://ingest@db:5432/market?password=Pa55word&sslmode=require"
+    logs.get_logger("t").warning("database not reachable yet; retrying", dsn=dsn)
+    assert "Pa55word" not in out.getvalue()
+    (line,) = lines(out)
+    assert line["dsn"] == "postgresql://ingest@db:5432/market?password=***&sslmode=require"
+
+
 def test_registered_secret_never_appears(out: io.StringIO) -> None:
     logs.register_secret("CG-abcdef123456")
     log = logs.get_logger("metrics")

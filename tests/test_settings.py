@@ -447,6 +447,24 @@ def test_database_url_must_be_postgres(url: str) -> None:
         database_url_from_env({"DATABASE_URL": url})
 
 
+@pytest.mark.parametrize(("url", "problem"), [
+    ("postgresql://u:p@localhost:abc/db", "not a valid URL"),
+    ("postgresql://u:p@localhost:99999/db", "not a valid URL"),
+    ("postgresql://u:p@[::1/db", "not a valid URL"),
+    ("postgresql://u@h/db?sslmode=bogus", "sslmode must be one of"),
+])
+def test_database_url_must_parse(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^environment: DATABASE_URL: {problem}") as err:
+        database_url_from_env({"DATABASE_URL": url})
+    assert ":p@" not in str(err.value)
+
+
+def test_db_host_with_a_port_is_refused_and_ipv6_is_bracketed() -> None:
+    with pytest.raises(ConfigError, match="DB_HOST: must be a host name or an address without a port"):
+        database_url_from_env({"DB_HOST": "db:5432", "DB_USER": "u"})
+    assert database_url_from_env({"DB_HOST": "::1", "DB_USER": "u"}) == "postgresql://u@[::1]:5432/ingest"
+
+
 def test_db_parts_are_assembled() -> None:
     env = {
         "DB_HOST": "db.internal",
@@ -580,6 +598,9 @@ def test_to_display_redacts_secrets() -> None:
             "postgresql://u:p%40ss@h:5432/db?sslmode=require",
             "postgresql://u:***@h:5432/db?sslmode=require",
         ),
+        ("postgresql://u@h/db?password=Hunter2&sslmode=require",
+         "postgresql://u@h/db?password=***&sslmode=require"),
+        ("postgresql://u:p@h:abc/db", "postgresql://u:***@h:abc/db"),  # unparsable: still redacted
     ],
 )
 def test_redact_dsn(url: str, expected: str) -> None:

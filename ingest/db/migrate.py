@@ -33,7 +33,7 @@ from typing import Literal
 import asyncpg
 
 from ingest.db.pool import deadline
-from ingest.errors import MigrationError
+from ingest.errors import MigrationError, UnknownMigration
 from ingest.logs import get_logger
 
 log = get_logger("ingest.db.migrate")
@@ -154,7 +154,7 @@ def sql(version: int, down: bool = False, *, directory: str | Path | None = None
     for m in discover(directory):
         if m.version == version:
             return m.down_sql() if down else m.up_sql()
-    raise MigrationError(f"no migration with version {version} in {schema_dir(directory)}")
+    raise UnknownMigration(f"no migration with version {version} in {schema_dir(directory)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ async def upgrade(
     """Apply pending migrations up to ``target`` (all when None), under the advisory lock."""
     migrations = discover(directory)
     if target is not None and target not in {m.version for m in migrations}:
-        raise MigrationError(f"no migration with version {target} in {schema_dir(directory)}")
+        raise UnknownMigration(f"no migration with version {target} in {schema_dir(directory)}")
     report = UpgradeReport()
     async with single_connection(conn_or_pool) as conn, migration_lock(conn):
         async with deadline(QUICK_TIMEOUT_S, "creating the migration ledger"):
@@ -360,7 +360,7 @@ async def downgrade(
     """Revert every recorded migration above ``target_version``, newest first. ``0`` removes
     everything the migrations created, the ledger included. Returns the reverted labels."""
     if target_version < 0:
-        raise MigrationError(f"downgrade target must be 0 or a version, got {target_version}")
+        raise UnknownMigration(f"downgrade target must be 0 or a version, got {target_version}")
     by_version = {m.version: m for m in discover(directory)}
     reverted: list[str] = []
     async with single_connection(conn_or_pool) as conn, migration_lock(conn):

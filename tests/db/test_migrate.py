@@ -223,7 +223,7 @@ def test_sql_prints_a_migration(tmp_path: Path) -> None:
     down = run_cli("db", "sql", "3", "--down", cwd=tmp_path)
     assert down.returncode == 0 and "DROP MATERIALIZED VIEW" in down.stdout
     missing = run_cli("db", "sql", "99", cwd=tmp_path)
-    assert missing.returncode == 1
+    assert missing.returncode == 2  # a bad argument
     assert error_lines(missing) == [
         f"ingest db: error: no migration with version 99 in {migrate.schema_dir()}"]
     assert migrate.sql(2).startswith("-- The trading platform schema")
