@@ -74,11 +74,10 @@ class RunOptions:
 
 def options_from(args: argparse.Namespace, settings: Settings) -> RunOptions:
     """Command line over settings. Raises ConfigError for a malformed --shard."""
-    shard_text = getattr(args, "shard", None) or settings.service.shard
-    try:
-        shard = parse_shard(shard_text)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("service.shard", "--shard")) from None
+    if getattr(args, "shard", None):
+        shard = parse_shard(args.shard)
+    else:
+        shard = parse_shard(settings.service.shard, settings.source, "service.shard")
     port = getattr(args, "health_port", None)
     return RunOptions(
         simulate=bool(getattr(args, "simulate", False)),

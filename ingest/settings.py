@@ -34,7 +34,7 @@ CHANNELS: tuple[str, ...] = ("candles", "trades", "book")
 INTERVALS: tuple[str, ...] = ("1m", "5m", "15m", "30m", "1h", "4h", "1d", "7d")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _INTERVAL_RE = re.compile(
-    r"^\s*\d+\s+(second|minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE
+    r"^\s*0*[1-9]\d*\s+(second|minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE
 )
 
 
@@ -291,7 +291,7 @@ def _build(cls: type[Any], data: Any, prefix: str, source: str, range_prefix: st
 
 def _check_interval(value: str, key: str, source: str) -> None:
     if value and not _INTERVAL_RE.match(value):
-        raise _fail(source, key, f"must be an interval like '7 years' or '30 days', got {value!r}")
+        raise _fail(source, key, f"must be a positive interval like '7 years' or '30 days', got {value!r}")
 
 
 def _check_url(value: str, key: str, source: str, schemes: tuple[str, ...]) -> None:
@@ -347,10 +347,10 @@ def default_exchanges() -> dict[str, ExchangeSettings]:
     return {name: dataclasses.replace(ExchangeSettings(), **endpoints[name]) for name in EXCHANGES}
 
 
-def _validate_shard(value: str, source: str) -> None:
+def _validate_shard(value: str, source: str, key: str = "service.shard") -> None:
     m = re.fullmatch(r"(\d+)/(\d+)", value)
     if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise _fail(source, "service.shard", f"must be K/N with 0 <= K < N, got {value!r}")
+        raise _fail(source, key, f"must be K/N with 0 <= K < N, got {value!r}")
 
 
 def parse_settings(data: Mapping[str, Any], source: str) -> Settings:
@@ -541,7 +541,7 @@ def to_display(settings: Settings) -> dict[str, Any]:
     return conv(settings)  # type: ignore[no-any-return]
 
 
-def parse_shard(value: str) -> tuple[int, int]:
-    _validate_shard(value, "--shard")
+def parse_shard(value: str, source: str = "command line", key: str = "--shard") -> tuple[int, int]:
+    _validate_shard(value, source, key)
     k, n = value.split("/")
     return int(k), int(n)

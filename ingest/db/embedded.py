@@ -184,8 +184,9 @@ def embedded_for_run(base_dir: Path) -> EmbeddedPostgres:
     else:
         base_dir.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(24)
-        secret.write_text(password)
-        secret.chmod(0o600)
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+        with os.fdopen(fd, "w") as f:
+            f.write(password)
     server = EmbeddedPostgres(data_dir=base_dir, password=password)
     port_file = base_dir / "port"
     remembered = port_file.read_text().strip() if port_file.exists() else ""

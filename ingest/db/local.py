@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from ingest.db.embedded import EmbeddedPostgres, embedded_for_run
-from ingest.errors import DatabaseError
+from ingest.errors import ConfigError, DatabaseError
 from ingest.logs import get_logger, register_secret
 from ingest.settings import Settings
 
@@ -51,11 +51,15 @@ async def database_settings(settings: Settings) -> AsyncIterator[Settings]:
         yield settings
         return
     base_dir = Path(settings.database.embedded_dir)
-    server = await asyncio.to_thread(embedded_for_run, base_dir)
-    register_secret(server.password or "")
-    started = server.running_port() is None
-    if started:
-        await asyncio.to_thread(server.start)
+    try:
+        server = await asyncio.to_thread(embedded_for_run, base_dir)
+        register_secret(server.password or "")
+        started = server.running_port() is None
+        if started:
+            await asyncio.to_thread(server.start)
+    except OSError as exc:
+        raise ConfigError(f"{settings.source}: database.embedded_dir: cannot use {str(base_dir)!r}: "
+                          f"{exc.strerror or exc}") from None
     log.info("using the embedded PostgreSQL (no database URL configured)",
              data_dir=str(server.pgdata.resolve()), port=server.port,
              database=EMBEDDED_DATABASE, started_here=started)
@@ -67,5 +71,28 @@ async def database_settings(settings: Settings) -> AsyncIterator[Settings]:
         yield dataclasses.replace(settings, database=db)
     finally:
         if started:
-            await asyncio.to_thread(server.stop)
-            log.info("embedded PostgreSQL stopped", data_dir=str(server.pgdata.resolve()))
+            others = await _other_sessions(server)
+            if others:
+                # Another ingest process attached to the cluster this one started: stopping
+                # it would pull the database from under that process.
+                log.info("embedded PostgreSQL left running: other processes use it",
+                         data_dir=str(server.pgdata.resolve()), sessions=others)
+            else:
+                await asyncio.to_thread(server.stop)
+                log.info("embedded PostgreSQL stopped", data_dir=str(server.pgdata.resolve()))
+
+
+async def _other_sessions(server: EmbeddedPostgres) -> int:
+    """Client sessions on the cluster other than the one asking (0 if it cannot ask)."""
+    try:
+        conn = await asyncpg.connect(server.dsn("postgres"), timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return 0
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid()"))
+    except asyncpg.PostgresError:
+        return 0
+    finally:
+        await conn.close()

@@ -174,3 +174,34 @@ def test_embedded_cluster_when_no_database_is_configured(workdir: Path) -> None:
     new_port = int((workdir / ".ingest" / "pgdata" / "port").read_text())
     assert new_port != port
     assert [e["port"] for e in log_events(again) if "port" in e] == [new_port]
+
+
+async def test_embedded_cluster_is_left_running_while_another_process_uses_it(
+        workdir: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from ingest.db.embedded import EmbeddedPostgres
+    from ingest.db.local import database_settings
+    from ingest.settings import parse_settings
+
+    settings = parse_settings({"database": {"embedded_dir": str(workdir / "pg")}}, "test")
+    with capture_logs() as logs:
+        async with database_settings(settings) as resolved:
+            other = await asyncpg.connect(resolved.database.url)  # "another ingest process"
+    try:
+        assert any(e["event"] == "embedded PostgreSQL left running: other processes use it"
+                   and e["sessions"] == 1 for e in logs)
+        assert await other.fetchval("SELECT 1") == 1  # its database is still there
+    finally:
+        await other.close()
+        EmbeddedPostgres(data_dir=workdir / "pg").stop("fast")
+
+
+def test_unusable_embedded_dir_is_one_line(workdir: Path) -> None:
+    config = workdir / "ingest.toml"
+    config.write_text('[database]\nembedded_dir = "/proc/no/such/dir"\n')
+    result = run_cli("db", "status", "--config", str(config), cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "database.embedded_dir: cannot use '/proc/no/such/dir'" in line

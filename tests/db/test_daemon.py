@@ -80,7 +80,7 @@ def test_bad_shard_is_a_config_error(tmp_path: Path) -> None:
                    cwd=tmp_path, env=cli_env())
     assert proc.returncode == 2
     lines = error_lines(proc)
-    assert len(lines) == 1 and "--shard" in lines[0]
+    assert len(lines) == 1 and "--shard" in lines[0] and lines[0].count("--shard") == 1
 
 
 def test_options_from_args_and_settings() -> None:
