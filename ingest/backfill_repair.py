@@ -38,6 +38,7 @@ from ingest.backfill import SETTLE_MS, Backfiller
 from ingest.backfill_plan import CandleJob, Job, TradeJob, span_ms, window_bounds
 from ingest.backfill_progress import JobResult
 from ingest.exchanges.naming import to_compact
+from ingest.feeds import shard_symbols
 from ingest.logs import get_logger
 from ingest.settings import Settings, canonical_exchange
 from ingest.sink import Sink
@@ -79,10 +80,14 @@ class GapRepairer:
         for symbol in symbols:
             self._schedule((exchange, symbol), at)
 
-    def start(self) -> None:
-        """Schedule a repair of every enabled exchange's configured symbols (at startup)."""
+    def start(self, shard: tuple[int, int] = (0, 1)) -> None:
+        """Schedule a repair of every enabled exchange's configured symbols in this
+        instance's ``shard`` (at startup): each pair is repaired by the instance that
+        streams it, so N shards do not load the exchanges' history N times."""
         for exchange, es in self.settings.enabled_exchanges().items():
-            self.on_reconnect(exchange, list(es.symbols))
+            symbols = shard_symbols(exchange, list(es.symbols), shard)
+            if symbols:
+                self.on_reconnect(exchange, symbols)
 
     async def repair_since_last(self, exchange: str, symbols: Sequence[str], *,
                                 reconnected_at: float | None = None) -> list[JobResult]:

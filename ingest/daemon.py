@@ -177,7 +177,7 @@ async def _pipeline(service: Service) -> None:
         service.observer.set_metrics_service(metrics)
         service.observer.set_gap_repair(repairer)
         if repairer is not None:
-            repairer.start()  # fills what was missed while we were down, in the background
+            repairer.start(opts.shard)  # fills what was missed while we were down, in the background
         async with asyncio.TaskGroup() as tg:
             tg.create_task(run_feeds(connectors, service.stop_event), name="feeds")
             if metrics is not None:

@@ -125,3 +125,24 @@ async def test_gaps_command_finds_a_deleted_window_and_repairs_it(
     assert [tuple(r) for r in repaired] == [tuple(r) for r in complete_candles]
     assert [tuple(r) for r in await trade_rows(pool, "binance", "BTCUSDT")] == \
         [tuple(r) for r in complete_trades]
+
+
+async def test_startup_repair_covers_only_this_instances_shard() -> None:
+    from ingest.feeds import shard_of
+    from ingest.settings import parse_settings
+
+    many = parse_settings({"exchanges": {
+        name: {"symbols": ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "DOGE/USDT"]}
+        for name in ("binance", "gateio", "huobi")}}, "t")
+    scheduled: dict[int, list[tuple[str, str]]] = {}
+    for k in range(2):
+        repairer = GapRepairer(many, None, None)  # type: ignore[arg-type]  # never runs a job
+        keys: list[tuple[str, str]] = []
+        repairer._schedule = lambda key, at, keys=keys: keys.append(key)  # type: ignore[method-assign]
+        repairer.start((k, 2))
+        scheduled[k] = keys
+    both = scheduled[0] + scheduled[1]
+    assert sorted(both) == sorted({(ex, s) for ex in ("binance", "gateio", "huobi")
+                                   for s in ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT",
+                                             "DOGE/USDT")})  # every pair exactly once
+    assert all(shard_of(ex, s, 2) == k for k, keys in scheduled.items() for ex, s in keys)
