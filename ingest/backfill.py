@@ -5,10 +5,11 @@
         summary = await bf.run(request.jobs(), concurrency=4)
 
 A job is one (exchange, symbol, interval) candle range or one (exchange, symbol) trade
-range (see ``backfill_plan``). Jobs are resumable and idempotent: each starts after the
-newest row already stored in its range (a rerun, or a run interrupted and started again,
-continues from there), and whatever is fetched twice is absorbed by the tables' unique keys
-in the ``Sink``. Paging per exchange lives in ``backfill_sources``; ccxt and its retries in
+range (see ``backfill_plan``). Jobs are resumable and idempotent: each continues after the
+stored run that begins at its start (a rerun, or a run interrupted and started again,
+continues from there; rows stored further on, by the live stream, do not move that point,
+so the hole before them is fetched), and whatever is fetched twice is absorbed by the
+tables' unique keys in the ``Sink``. Paging per exchange lives in ``backfill_sources``; ccxt and its retries in
 ``backfill_client``; the daemon's gap repair in ``backfill_repair`` (``GapRepairer``); the
 ``gaps`` command in ``gaps``.
 
@@ -181,10 +182,10 @@ class Backfiller:
         now = min(job.end_ms, self.now_ms() - SETTLE_MS)
         lo, hi = window_bounds(job.start_ms, now, job.interval)
         if self.resume and hi > lo:
-            newest = await store.newest_candle(self.pool, job.exchange, job.compact,
+            resume = await store.candle_resume(self.pool, job.exchange, job.compact,
                                                job.interval, lo, hi)
-            if newest is not None:
-                lo = newest + span
+            if resume > lo:
+                lo = resume
                 result.resumed_from_ms = lo
         self.progress.add(key, job.label, max(0, hi - lo) / span)
         if hi <= lo:
@@ -228,9 +229,10 @@ class Backfiller:
         lo, hi = job.start_ms, min(job.end_ms, self.now_ms())
         after_id = None if job.first_id is None else job.first_id - 1
         if self.resume and after_id is None and hi > lo:
-            newest = await store.newest_trade(self.pool, job.exchange, job.compact, lo, hi)
-            if newest is not None:
-                lo, after_id = newest.ts_ms, newest.trade_id
+            last = await store.trade_resume(self.pool, job.exchange, job.compact, lo, hi,
+                                            ids_contiguous=job.exchange == "binance")
+            if last is not None:
+                lo, after_id = last.ts_ms, last.trade_id
                 result.resumed_from_ms = lo
         self.progress.add(key, job.label, max(1, hi - lo))
         if hi <= lo:

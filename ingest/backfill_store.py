@@ -47,6 +47,34 @@ WHERE exchange = $1 AND symbol = $2 AND timestamp >= $3 AND timestamp < $4
 ORDER BY timestamp DESC, trade_id DESC LIMIT 1
 """
 
+# The last candle of the stored run that starts at the range's first window ($4): a resume
+# point that never skips a hole (NULL when the first window itself is missing).
+_CANDLE_RUN_END = """
+WITH s AS (
+    SELECT timestamp AS ts, lead(timestamp) OVER (ORDER BY timestamp) AS nxt
+    FROM candlesticks
+    WHERE exchange = $1 AND symbol = $2 AND interval = $3 AND timestamp >= $4 AND timestamp < $5)
+SELECT CASE WHEN min(ts) = $4 THEN min(ts) FILTER (WHERE nxt IS NULL OR nxt <> ts + $6) END
+FROM s
+"""
+
+# The last trade of the stored run that starts within $5 of the range's start, the run
+# ending at the first silence longer than $5, or ($6: ids contiguous, Binance) at the first
+# id hole: taken as a hole, fetched again, never skipped. No row when the range does not
+# start with stored trades.
+_TRADE_RUN_END = """
+WITH s AS (
+    SELECT trade_id, timestamp AS ts,
+           lead(timestamp) OVER w AS nxt, lead(trade_id) OVER w AS nxt_id,
+           min(timestamp) OVER () AS first
+    FROM trades
+    WHERE exchange = $1 AND symbol = $2 AND timestamp >= $3 AND timestamp < $4
+    WINDOW w AS (ORDER BY timestamp, trade_id))
+SELECT trade_id, ts AS timestamp FROM s
+WHERE first < $3 + $5 AND (nxt IS NULL OR nxt > ts + $5 OR ($6 AND nxt_id <> trade_id + 1))
+ORDER BY ts, trade_id LIMIT 1
+"""
+
 # Windows of the interval grid with no stored candle, merged into runs (gaps and islands:
 # consecutive missing windows share ts - n * step). $4/$5 are the first and last window.
 _MISSING_WINDOWS = """
@@ -76,6 +104,9 @@ FROM (
 WHERE trade_id > prev_id + 1
 ORDER BY first_id
 """
+
+
+TRADE_SILENCE_MS = 15 * 60_000  # longer without a stored trade: treated as a hole
 
 
 @dataclass(frozen=True)
@@ -110,6 +141,30 @@ async def newest_candle(pool: asyncpg.Pool, exchange: str, symbol: str, interval
         value = await pool.fetchval(_NEWEST_CANDLE, exchange, symbol, interval, to_dt(lo),
                                     to_dt(hi))
     return None if value is None else to_ms(value)
+
+
+async def candle_resume(pool: asyncpg.Pool, exchange: str, symbol: str, interval: str,
+                        lo: int, hi: int) -> int:
+    """Where a candle backfill of ``[lo, hi)`` continues: after the stored run that starts
+    at ``lo`` (a rerun or an interrupted run), else at ``lo``. Rows stored further on (the
+    live stream's) do not move it: the hole before them is fetched."""
+    step = span_ms(interval)
+    async with _query("stored candle run"):
+        value = await pool.fetchval(_CANDLE_RUN_END, exchange, symbol, interval, to_dt(lo),
+                                    to_dt(hi), timedelta(milliseconds=step))
+    return lo if value is None else to_ms(value) + step
+
+
+async def trade_resume(pool: asyncpg.Pool, exchange: str, symbol: str, lo: int, hi: int, *,
+                       ids_contiguous: bool, silence_ms: int = TRADE_SILENCE_MS
+                       ) -> StoredTrade | None:
+    """The stored trade a trade backfill of ``[lo, hi)`` continues after: the end of the
+    stored run that starts at ``lo``; None to start at ``lo``. A silence longer than
+    ``silence_ms`` inside the run counts as a hole (fetched again: at worst duplicates)."""
+    async with _query("stored trade run"):
+        row = await pool.fetchrow(_TRADE_RUN_END, exchange, symbol, to_dt(lo), to_dt(hi),
+                                  timedelta(milliseconds=silence_ms), ids_contiguous)
+    return None if row is None else StoredTrade(row["trade_id"], to_ms(row["timestamp"]))
 
 
 async def oldest_candle(pool: asyncpg.Pool, exchange: str, symbol: str, interval: str,

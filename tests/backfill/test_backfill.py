@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -178,5 +179,50 @@ async def test_interrupted_run_resumes(
     assert [ms(r["timestamp"]) for r in rows] == list(range(DAY_MS, DAY_MS + 3000 * MINUTE_MS,
                                                             MINUTE_MS))
     want = sim.model("binance", "BTC/USDT").trades_between(DAY_MS, DAY_MS + HOUR_MS)
+    assert [r["trade_id"] for r in await trade_rows(pool, "binance", "BTCUSDT")] == \
+        [t.id for t in want]
+
+
+@pytest.mark.parametrize("exchange", ["binance", "gateio"])
+async def test_rows_stored_further_on_do_not_hide_the_hole_before_them(
+    sim: Simulator, pool: asyncpg.Pool, run_backfill: RunBackfill, exchange: str
+) -> None:
+    # The live stream (here: a first backfill of the last minutes) stored the end of the
+    # range; a backfill of the whole range must fetch everything before it.
+    start, end = DAY_MS, DAY_MS + 120 * MINUTE_MS
+    late = DAY_MS + 100 * MINUTE_MS
+    assert not (await run_backfill([CandleJob(exchange, "BTC/USDT", "1m", late, end),
+                                    TradeJob(exchange, "BTC/USDT", late, end)])).errors
+    summary = await run_backfill([CandleJob(exchange, "BTC/USDT", "1m", start, end),
+                                  TradeJob(exchange, "BTC/USDT", start, end)])
+    assert not summary.errors
+    assert all(r.resumed_from_ms is None for r in summary.results)
+    rows = await candle_rows(pool, exchange, "BTCUSDT")
+    assert [ms(r["timestamp"]) for r in rows] == list(range(start, end, MINUTE_MS))
+    want = sim.model(exchange, "BTC/USDT").trades_between(start, end)
+    got = await trade_rows(pool, exchange, "BTCUSDT")
+    assert len(got) == len(want) and [ms(r["timestamp"]) for r in got] == [t.ts_ms for t in want]
+
+
+async def test_resume_stops_at_a_hole_inside_the_stored_run(
+    sim: Simulator, pool: asyncpg.Pool, run_backfill: RunBackfill
+) -> None:
+    start, end = DAY_MS, DAY_MS + 60 * MINUTE_MS
+    job = CandleJob("binance", "BTC/USDT", "1m", start, end)
+    trades = TradeJob("binance", "BTC/USDT", start, end)
+    assert not (await run_backfill([job, trades])).errors
+    hole = (DAY_MS + 20 * MINUTE_MS, DAY_MS + 25 * MINUTE_MS)
+    async with pool.acquire() as conn:
+        for table in ("candlesticks", "trades"):
+            await conn.execute(f"DELETE FROM {table} WHERE timestamp >= $1 AND timestamp < $2",
+                               *(datetime.fromtimestamp(t / 1000, UTC) for t in hole))
+    summary = await run_backfill([job, trades])
+    assert not summary.errors
+    resumed = {type(r.job).__name__: r.resumed_from_ms for r in summary.results}
+    assert resumed["CandleJob"] == hole[0]
+    assert resumed["TradeJob"] is not None and resumed["TradeJob"] < hole[0]
+    rows = await candle_rows(pool, "binance", "BTCUSDT")
+    assert [ms(r["timestamp"]) for r in rows] == list(range(start, end, MINUTE_MS))
+    want = sim.model("binance", "BTC/USDT").trades_between(start, end)
     assert [r["trade_id"] for r in await trade_rows(pool, "binance", "BTCUSDT")] == \
         [t.id for t in want]
