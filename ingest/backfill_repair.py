@@ -186,6 +186,11 @@ class GapRepairer:
 
     async def _worker(self, key: tuple[str, str], at: float) -> None:
         while True:
+            # A window that closed just before the reconnect is not final at the exchange
+            # for SETTLE_MS, and the stream dropped its unfinished candle at the disconnect:
+            # plan only once it has settled, or it would stay missing until the next repair.
+            settle_s = SETTLE_MS / 1000 + 0.25
+            await asyncio.sleep(max(0.0, min(settle_s, at + settle_s - self.clock())))
             try:
                 await self.repair_since_last(key[0], [key[1]], reconnected_at=at)
             except asyncio.CancelledError:

@@ -146,3 +146,26 @@ async def test_startup_repair_covers_only_this_instances_shard() -> None:
                                    for s in ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT",
                                              "DOGE/USDT")})  # every pair exactly once
     assert all(shard_of(ex, s, 2) == k for k, keys in scheduled.items() for ex, s in keys)
+
+
+async def test_a_reconnect_repair_waits_for_the_last_window_to_settle() -> None:
+    from ingest.backfill import SETTLE_MS
+    from ingest.settings import parse_settings
+
+    repairer = GapRepairer(parse_settings({}, "t"), None, None)  # type: ignore[arg-type]
+    calls: list[tuple[float, float | None]] = []
+
+    async def record(exchange: str, symbols: list[str], *, reconnected_at: float | None = None
+                     ) -> list[object]:
+        calls.append((time.time(), reconnected_at))
+        return []
+
+    repairer.repair_since_last = record  # type: ignore[assignment,method-assign]
+    at = time.time()
+    repairer.on_reconnect("binance", ["BTC/USDT"])
+    await repairer.wait_idle()
+    # Planned only once a window that closed just before the reconnect is final at the
+    # exchange (the plan stops SETTLE_MS before "now").
+    ((called, reconnected_at),) = calls
+    assert reconnected_at is not None and at <= reconnected_at < at + 1
+    assert called >= reconnected_at + SETTLE_MS / 1000
