@@ -10,8 +10,9 @@ never stops the other source or the service. Rows go through the one writer (``s
 the unique key (metric_type, metric_name, timestamp) with the source's own timestamp
 absorbs repeated polls of an unchanged value.
 
-The Fear & Greed history (``limit=0``) is loaded on the first run when the database has
-no ``fear_greed_index`` row yet; afterwards only the newest day is fetched.
+The Fear & Greed history (``limit=0``) is loaded on the first run when the database's index
+values do not span a week yet (a few rows, from a ``--no-history`` run or sample data, do
+not count as the history); afterwards only the newest day is fetched.
 """
 
 from __future__ import annotations
@@ -51,8 +52,13 @@ def _log() -> Any:
     return logs.get_logger("ingest.metrics")
 
 DB_PROBE_TIMEOUT_S = 10.0
+# "The history is stored": index values from the API spanning at least a week. A few rows
+# (a --no-history run, sample or generated data) do not count: loading the history again
+# is one request, and the unique key absorbs what is already there.
 HAS_FEAR_GREED_SQL = (
-    "SELECT EXISTS (SELECT 1 FROM market_metrics WHERE metric_type = 'fear_greed_index')"
+    "SELECT coalesce(max(timestamp) - min(timestamp) >= interval '7 days', false) "
+    "FROM market_metrics WHERE metric_type = 'fear_greed_index' "
+    "AND metadata->>'source' IS DISTINCT FROM 'generated'"
 )
 
 

@@ -114,3 +114,18 @@ def test_report_partial_failure_still_succeeds() -> None:
     assert any("coingecko   FAILED timeout" in line for line in lines)
     with pytest.raises(ExchangeError, match="every metrics source failed"):
         report([bad], "table", {})
+
+
+async def test_history_still_loads_after_a_first_run_without_it(
+        api: FakeApi, database_url: str, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, api)
+    args = ("metrics", "--once", "--config", str(cfg), "--database-url", database_url,
+            "--log-level", "WARNING")
+    rc, out, err = await ingest(*args, "--no-history")
+    assert rc == 0, err
+    assert "history loaded" not in out
+    rc, out, err = await ingest(*args)  # one recent index row stored: not the history
+    assert rc == 0, err
+    assert f"history loaded: {HISTORY_DAYS} days" in out
+    assert await count(database_url) == 7 + HISTORY_DAYS
+    assert [s.query["limit"] for s in api.requests(FNG_PATH)] == ["1", "0"]
