@@ -37,6 +37,17 @@ from ingest.settings import Settings
 log = get_logger("ingest.backfill")
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above zero (one-line usage error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above zero, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exchange", help="binance, gateio (gate) or huobi (htx)")
     parser.add_argument("--symbol", action="append", default=[],
@@ -51,11 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="every enabled exchange's configured symbols and intervals")
     parser.add_argument("--concurrency", type=int, default=4, metavar="N",
                         help="jobs running at once (default 4; ccxt's rate limiter still applies)")
-    parser.add_argument("--rate-limit-ms", type=float, metavar="MS",
+    parser.add_argument("--rate-limit-ms", type=positive_float, metavar="MS",
                         help="override ccxt's rateLimit (ms per request-cost unit)")
     parser.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto",
                         help="a bar on a terminal, JSON log lines otherwise (default auto)")
-    parser.add_argument("--progress-interval-s", type=float, default=10.0, metavar="S")
+    parser.add_argument("--progress-interval-s", type=positive_float, default=10.0, metavar="S",
+                        help="seconds between JSON progress lines (default 10)")
     parser.add_argument("--format", choices=["text", "json"], default="text",
                         help="summary format on stdout")
 

@@ -39,6 +39,7 @@ class GapReport:
     end_ms: int
     candles: dict[str, list[store.CandleGap]] = field(default_factory=dict)  # interval → runs
     trade_ids: list[store.TradeIdGap] | None = None  # None: ids not contiguous here
+    trades_checked: bool = True  # False with --no-trades
 
     @property
     def missing_windows(self) -> int:
@@ -68,7 +69,9 @@ class GapReport:
             out.append(f"{head} {interval} candles: {total} missing windows in {len(gaps)} runs")
             out.extend(f"  missing {interval} {iso(g.first_open_ms)} .. {iso(g.last_open_ms)} "
                        f"({g.windows} windows)" for g in gaps)
-        if self.trade_ids is None:
+        if not self.trades_checked:
+            out.append(f"{head} trades: not checked (--no-trades)")
+        elif self.trade_ids is None:
             out.append(f"{head} trades: {self.exchange} trade ids are not contiguous; "
                        "id gaps cannot be listed (use `ingest backfill --trades` over the range)")
         else:
@@ -96,7 +99,7 @@ async def find_gaps(pool: asyncpg.Pool, exchange: str, symbol: str, intervals: l
     """Missing candle windows per interval and (where ids allow) missing trade ids in
     ``[start_ms, end_ms)``; ``end_ms`` should already be clamped to what can be final."""
     compact = to_compact(symbol)
-    report = GapReport(exchange, symbol, start_ms, end_ms)
+    report = GapReport(exchange, symbol, start_ms, end_ms, trades_checked=trades)
     for interval in intervals:
         lo, hi = window_bounds(start_ms, end_ms, interval)
         report.candles[interval] = await store.missing_windows(pool, exchange, compact,

@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from ingest.backfill_cmd import wired
+from ingest.backfill_cmd import positive_float, wired
 from ingest.backfill_plan import check_interval, check_range, exchange_name, parse_time
 from ingest.errors import ConfigError
-from ingest.exchanges.naming import to_native_symbol
+from ingest.exchanges.naming import to_compact, to_native_symbol
 from ingest.settings import Settings
 
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", help="ISO-8601 time or date (UTC); default: now")
     parser.add_argument("--repair", action="store_true", help="fetch what is missing")
     parser.add_argument("--no-trades", action="store_true", help="check candles only")
-    parser.add_argument("--rate-limit-ms", type=float, metavar="MS",
+    parser.add_argument("--rate-limit-ms", type=positive_float, metavar="MS",
                         help="override ccxt's rateLimit (ms per request-cost unit)")
     parser.add_argument("--format", choices=["text", "json"], default="text")
 
@@ -50,6 +50,21 @@ def _check(args: argparse.Namespace, now_ms: int) -> tuple[str, list[str], list[
     start = parse_time(args.start, "--start")
     end = parse_time(args.end, "--end") if args.end else now_ms
     return exchange, symbols, intervals, start, check_range(start, end, now_ms)
+
+
+async def _check_known(pool: Any, settings: Settings, exchange: str, symbol: str) -> None:
+    """Without --repair nothing asks the exchange: a symbol that is neither configured nor
+    stored is most likely a typo, and "everything is missing" would mislead."""
+    es = settings.exchanges.get(exchange)
+    if es is not None and symbol in es.symbols:
+        return
+    compact = to_compact(symbol)
+    stored = await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM candlesticks WHERE exchange = $1 AND symbol = $2) "
+        "OR EXISTS (SELECT 1 FROM trades WHERE exchange = $1 AND symbol = $2)", exchange, compact)
+    if not stored:
+        raise ConfigError(f"{exchange}: {symbol} is not a configured symbol and nothing of it is "
+                          "stored; check the symbol (--repair checks it against the exchange)")
 
 
 def _emit(reports: list[Any], fmt: str, heading: str) -> None:
@@ -88,6 +103,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return [await find_gaps(pool, exchange, s, intervals, start, end,
                                     trades=not args.no_trades) for s in symbols]
 
+        if not args.repair:  # --repair checked the symbols against the exchange already
+            for symbol in symbols:
+                await _check_known(pool, resolved, exchange, symbol)
         reports = await scan()
         _emit(reports, args.format, "missing" if args.repair else "")
         if not args.repair:

@@ -151,6 +151,10 @@ def config(sim: Simulator, database_url: str, tmp_path: Path) -> Path:
      "is in the future"),
     (["--exchange", "binance", "--symbol", "BTC/USDT", "--start", "yesterday"],
      "not an ISO-8601 time or a date"),
+    (["--exchange", "binance", "--symbol", "BTC/USDT", "--rate-limit-ms", "-1"],
+     "--rate-limit-ms: must be above zero"),
+    (["--exchange", "binance", "--symbol", "BTC/USDT", "--progress-interval-s", "0"],
+     "--progress-interval-s: must be above zero"),
 ])
 async def test_bad_input_is_one_line_and_exit_2(
     config: Path, database_url: str, capsys: pytest.CaptureFixture[str], args: list[str],
@@ -159,7 +163,7 @@ async def test_bad_input_is_one_line_and_exit_2(
     argv = ["backfill", "--config", str(config), "--database-url", database_url,
             "--start", "2024-01-01", "--rate-limit-ms", "1", *args]
     capsys.readouterr()
-    code = await asyncio.to_thread(cli.main, argv)
+    code = await asyncio.to_thread(_main, argv)
     err = [line for line in capsys.readouterr().err.splitlines()
            if line.startswith("ingest backfill: error:")]
     assert code == 2
@@ -196,3 +200,42 @@ async def test_gate_candles_older_than_it_keeps_are_reported_unserved(
     assert now - 10_000 * MINUTE_MS < gap.end_ms <= now - 9_998 * MINUTE_MS
     rows = await candle_rows(pool, "gateio", "BTCUSDT")
     assert [ms(r["timestamp"]) for r in rows] == list(range(gap.end_ms, end, MINUTE_MS))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--symbol", "FOO/USDT"], "binance: FOO/USDT is not a configured symbol and nothing of it"),
+    (["--symbol", "BTC/USDT", "--rate-limit-ms", "-1"], "--rate-limit-ms: must be above zero"),
+])
+async def test_gaps_bad_input_is_one_line_and_exit_2(
+    config: Path, database_url: str, capsys: pytest.CaptureFixture[str], args: list[str],
+    message: str,
+) -> None:
+    argv = ["gaps", "--config", str(config), "--database-url", database_url, "--exchange",
+            "binance", "--interval", "1m", "--start", "2024-01-01", "--end", "2024-01-01T01:00Z",
+            *args]
+    capsys.readouterr()
+    code = await asyncio.to_thread(_main, argv)
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.startswith("ingest gaps: error:")]
+    assert code == 2
+    assert len(err) == 1 and message in err[0], err
+
+
+async def test_gaps_without_trades_says_so(
+    config: Path, database_url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["gaps", "--config", str(config), "--database-url", database_url, "--exchange",
+            "binance", "--symbol", "BTC/USDT", "--interval", "1m", "--start", "2024-01-01",
+            "--end", "2024-01-01T01:00Z", "--no-trades"]
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "trades: not checked (--no-trades)" in out and "not contiguous" not in out
+
+
+def _main(argv: list[str]) -> int:
+    """``cli.main`` as the console script ends: a usage error from argparse is SystemExit."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
