@@ -32,7 +32,7 @@ from ingest.db.bootstrap import BootstrapResult, bootstrap
 from ingest.db.local import database_settings
 from ingest.db.policies import retention_loop
 from ingest.db.pool import connect_with_retry
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, IngestError
 from ingest.exchanges.plan import plan_streams
 from ingest.feeds import build_feeds, run_feeds
 from ingest.health import HealthServer
@@ -100,6 +100,7 @@ class Service:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     # What /metrics, /readyz and the summary line read; components register as they start.
     observer: Observer = field(default_factory=Observer)
+    health: HealthServer | None = None  # serving since before the database connected
 
     def start(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` for the life of the service. It must return soon after
@@ -210,7 +211,9 @@ def start_observability(service: Service) -> None:
     """/healthz, /readyz and /metrics (unless health.enabled is false) and the periodic
     summary line. Everything is read when asked, so components may register later."""
     settings = service.settings
-    if settings.health.enabled:
+    if service.health is not None:
+        service.health.pool = service.pool  # /readyz now checks the database for real
+    elif settings.health.enabled:
         server = HealthServer(settings, pool=service.pool, observer=service.observer,
                               port=service.options.health_port)
         service.start("health", server.serve(service.stop_event))
@@ -244,10 +247,32 @@ async def run_service(settings: Settings, args: argparse.Namespace,
     """Run until ``stop_event`` is set; 0 after an orderly drain, 1 if a component failed.
     ``settings.database.url`` must be set (``run`` resolves the embedded cluster)."""
     options = options_from(args, settings)
+    # /healthz and /readyz answer from the start: while the database is unreachable or the
+    # migrations run, /readyz is 503 naming what is not ready (a probe must not see a
+    # refused connection and restart the container mid-migration).
+    health = None
+    if settings.health.enabled:
+        health = HealthServer(settings, pool=None, port=options.health_port)
+        try:
+            await health.start()
+        except OSError as exc:
+            raise IngestError(f"health server: cannot listen on {settings.health.host}:"
+                              f"{options.health_port}: {exc.strerror or exc}") from None
+    try:
+        return await _run_connected(settings, options, stop_event, health)
+    finally:
+        if health is not None:
+            await health.stop()
+
+
+async def _run_connected(settings: Settings, options: RunOptions, stop_event: asyncio.Event,
+                         health: HealthServer | None) -> int:
     pool = await _unless_stopped(connect_with_retry(settings.database), stop_event)
     if pool is None:
         log.info("stopped while waiting for the database")
         return 0
+    if health is not None:
+        health.pool = pool  # /readyz: database reachable; schema pending until bootstrapped
     try:
         boot = await _unless_stopped(bootstrap(pool, settings), stop_event)
         if boot is None:
@@ -257,6 +282,8 @@ async def run_service(settings: Settings, args: argparse.Namespace,
         try:
             async with asyncio.TaskGroup() as tg:
                 service = Service(settings, options, pool, stop_event, boot, tg)
+                if health is not None:
+                    service.health, service.observer = health, health.observer
                 for component in COMPONENTS:
                     component(service)
                 log.info("ingest started", database=redact_dsn(settings.database.url),

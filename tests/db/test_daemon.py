@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import selectors
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import asyncpg
@@ -62,9 +65,19 @@ def test_run_bootstraps_then_stops_on_sigterm(database_url: str, tmp_path: Path)
 
 def test_sigterm_while_waiting_for_the_database(tmp_path: Path) -> None:
     url = f"postgresql://ingest@127.0.0.1:{free_port()}/ingest"
-    proc = spawn_cli("run", "--database-url", url, cwd=tmp_path)
+    proc = spawn_cli("run", "--database-url", url, "--health-port", "0", cwd=tmp_path)
     try:
+        listening = _read_until(proc, "health server listening", timeout_s=30)[-1]
+        port = json.loads(listening)["port"]
         _read_until(proc, "retrying", timeout_s=30)
+        # Probes get answers while the database is unreachable: alive, not ready, and why.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            assert resp.status == 200
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert not_ready.value.code == 503
+        body = json.loads(not_ready.value.read())
+        assert body["checks"]["database"] == {"ok": False, "error": "not connected yet"}
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
