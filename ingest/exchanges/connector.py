@@ -345,13 +345,14 @@ class Connector:
             out["book"].update(self.keeper.as_dict())
         return out
 
-    def _ages(self) -> dict[str, float | None]:
+    def _ages(self) -> dict[str, float]:
         now = time.monotonic()
         ages: dict[str, float | None] = {}
         for h in self.handlers:
             for key in h.streams:
-                seen = h.last_seen.get(key)
-                ages[key] = None if seen is None else round(now - seen, 3)
+                # A stream that never sent anything is as old as its wait: visible on the
+                # age gauge and in the "silent" summary, not hidden as "no age".
+                ages[key] = round(now - h.last_seen.get(key, h.created), 3)
         return ages
 
     def health(self) -> dict[str, Any]:

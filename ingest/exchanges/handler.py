@@ -36,6 +36,7 @@ class FeedHandler(BaseWsHandler):
         self.client: WsClient | None = None
         self.conn: WsConnection | None = None  # the latest socket opened (may be subscribing)
         self.last_seen: dict[str, float] = {}
+        self.created = time.monotonic()  # the "last message" of a stream that never had one
         self.opens = 0
         self.log = connector.log.bind(ws=name)
 

@@ -107,6 +107,11 @@ async def test_trades_and_final_candles_flow_to_the_sink(fake_ws: Any, http: Htt
         assert reconnects == [("binance", ["BTC/USDT", "ETH/USDT"])]
         health = c.health()
         assert health["streams"]["trade:BTCUSDT"]["last_message_age_s"] is not None
+        # A stream that never sent a message still has an age (since it was set up), so
+        # the age gauge and the "silent" summary see it.
+        ages = c.stats()["last_message_age_s"]
+        never = [k for k in health["streams"] if k.startswith("book:")] or list(ages)
+        assert all(isinstance(ages[k], float) and ages[k] >= 0 for k in never)
 
 
 async def test_book_snapshot_buffer_gap_resyncs_only_that_symbol(
