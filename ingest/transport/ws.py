@@ -209,17 +209,19 @@ class WsClient:
                 raise
             except Exception as exc:
                 self.stats.connect_failures += 1
+                delay = self.backoff.next_delay()
                 self.log.warning("ws.connect_failed", error=_describe(exc),
-                                 attempt=self.backoff.attempt)
-                await self._pause()
+                                 attempt=self.backoff.attempt, retry_in_s=round(delay, 3))
+                await self._pause(delay)
                 continue
             self._current = conn
             self._set_state(WsState.CONNECTED)
             return conn
         return None
 
-    async def _pause(self) -> None:
-        delay = self.backoff.next_delay()
+    async def _pause(self, delay: float | None = None) -> None:
+        if delay is None:
+            delay = self.backoff.next_delay()
         self.stats.last_backoff_s = delay
         self._set_state(WsState.RECONNECTING)
         self.log.info("ws.reconnecting", delay_s=round(delay, 3), attempt=self.backoff.attempt)
