@@ -242,7 +242,10 @@ _EX, _CONN, _STREAM = ("exchange",), ("exchange", "connection"), ("exchange", "s
 _CONNECTOR_METRICS: tuple[tuple[str, str, str, tuple[str, ...], Extract], ...] = (
     ("counter", "ingest_frames_received", "Websocket frames received", _CONN,
      _per_conn("frames_received")),
-    ("counter", "ingest_frames_parsed", "Frames parsed", _EX, _at("frames", "parsed")),
+    ("counter", "ingest_frames_parsed", "Frames parsed, by the channel they carried",
+     ("exchange", "channel"),
+     lambda ex, s, h: [([ex, ch], n) for ch, n in
+                       sorted(s.get("frames", {}).get("parsed_by_channel", {}).items())]),
     ("counter", "ingest_frames_rejected", "Frames rejected, by stage", ("exchange", "stage"),
      lambda ex, s, h: [([ex, stage], s.get("frames", {}).get(key, 0)) for stage, key in (
          ("parse", "rejected"), ("transport", "transport_rejected"), ("handler", "handler_errors"))]),

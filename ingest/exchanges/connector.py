@@ -134,7 +134,7 @@ class Connector:
         self.log = get_logger("ingest.exchanges", exchange=exchange)
         self.counters: dict[str, Any] = {
             "frames_received": 0, "frames_parsed": 0, "frames_rejected": 0,
-            "trades": 0, "trades_duplicate": 0, "candles": 0, "book_snapshots": 0,
+            "frames_by_channel": {}, "trades": 0, "trades_duplicate": 0, "candles": 0, "book_snapshots": 0,
             "unexpected": 0, "stale_streams": 0, "resubscribes": 0, "reconnects": 0,
             "controls": {},
         }
@@ -327,6 +327,7 @@ class Connector:
         out: dict[str, Any] = {
             "exchange": self.exchange,
             "frames": {"received": c["frames_received"], "parsed": c["frames_parsed"],
+                       "parsed_by_channel": dict(c["frames_by_channel"]),
                        "rejected": c["frames_rejected"],
                        "transport_rejected": sum(cl.stats.frames_rejected for cl in self.clients),
                        "handler_errors": sum(cl.stats.handler_errors for cl in self.clients)},

@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING
 from ingest.errors import ParseError
 from ingest.exchanges.base import Control, ParseResult
 from ingest.exchanges.plan import Stream
-from ingest.records import Record
+from ingest.records import BookDelta, Candle, Record, Trade
 from ingest.transport.ws import Frame, Outgoing, Replies, WsClient, WsConnection, WsState
 from ingest.transport.wsapi import BaseWsHandler
 
 if TYPE_CHECKING:
     from ingest.exchanges.connector import Connector
+
+
+# The channel a parsed frame belongs to, by the type of what it carried (for metrics).
+_CHANNEL_OF: dict[type, str] = {Trade: "trades", Candle: "candles", BookDelta: "book"}
 
 
 class FeedHandler(BaseWsHandler):
@@ -80,6 +84,9 @@ class FeedHandler(BaseWsHandler):
             conn.reject(self.name, frame, exc)
             return None
         counters["frames_parsed"] += 1
+        by_channel = counters["frames_by_channel"]
+        channel = _CHANNEL_OF.get(type(items[0]), "control") if items else "control"
+        by_channel[channel] = by_channel.get(channel, 0) + 1
         replies: list[Outgoing] = []
         out: list[Record] = []
         source = self.client.frame_source if self.client is not None else None

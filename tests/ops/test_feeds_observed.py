@@ -77,7 +77,9 @@ async def test_stream_counters_and_readiness_follow_the_exchange(
         s = samples((await get(f"{base}/metrics"))[1])
         ex = (("exchange", "binance"),)
         frames = sum(v for (n, labels), v in s.items() if n == "ingest_frames_received_total")
-        assert frames > 0 and s[("ingest_frames_parsed_total", ex)] > 0
+        assert frames > 0
+        for channel in ("trades", "book"):
+            assert s[("ingest_frames_parsed_total", (("channel", channel), *ex))] > 0
         assert s[("ingest_records_emitted_total", (("channel", "trades"), *ex))] > 0
         assert s[("ingest_ws_reconnects_total", ex)] == 0
         assert s[("ingest_book_gaps_total", ex)] == 0
