@@ -115,22 +115,17 @@ class Sink:
     async def put_many(self, records: Iterable[Record]) -> None:
         """Like ``put`` for each record, in order; cheaper per record."""
         items = records if isinstance(records, list) else list(records)
-        yield_every = max(1, self._settings.max_batch_rows)
-        i, n, next_yield = 0, len(items), yield_every
+        step = max(1, self._settings.max_batch_rows)
+        i, n = 0, len(items)
         while i < n:
-            record = items[i]
-            writer = self._route(record)
-            if writer is None:
+            stop = min(n, i + step)
+            i += self.offer(items[i:stop])
+            if i < stop:  # no room for items[i]: wait for it (backpressure), then go on
+                writer = self._route(items[i])
+                assert writer is not None  # offer() stops only at a record it could route
+                await writer.put_slow(items[i])
                 i += 1
-                continue
-            j = writer.take_run(items, i) if writer.spec.fixed_bytes else i
-            if j == i:
-                if not writer.try_put(record):
-                    await writer.put_slow(record)
-                j = i + 1
-            i = j
-            if i >= next_yield:
-                next_yield = i + yield_every
+            else:
                 await asyncio.sleep(0)  # let a worker start the COPY of a batch just sealed
 
     def offer(self, records: list[Record]) -> int:
