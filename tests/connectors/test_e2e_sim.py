@@ -204,6 +204,7 @@ async def test_sim_to_database_exactly_once(pool: asyncpg.Pool, tmp_path: Path) 
                                     >= len(SYMBOLS) for c in connectors), timeout_s=30,
                         what="a closed candle per market")
             clock.freeze(extra_s=0.15)  # one last tick publishes every view, then nothing
+            await sim.wait_tick(2)  # that tick has happened: what is published is final
             await until(lambda: all(received_everything(sim, c) for c in connectors),
                         timeout_s=15, what="everything published")
             marks = [c.keeper.stats.snapshots for c in connectors if c.keeper]

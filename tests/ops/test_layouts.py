@@ -72,6 +72,7 @@ async def test_active_active_replicas_store_each_row_once(pool: asyncpg.Pool,
         await until(lambda: all(c.counters["book_snapshots"] >= 4 for c in replicas), 20,
                     "both replicas snapshotting")
         clock.frozen = time.time() + 0.1
+        await sim.wait_tick(2)  # the engine has published up to the frozen time: final now
 
         def published() -> int:
             return int(sim.stats()["binance"]["BTCUSDT"]["trades"])
