@@ -17,7 +17,8 @@ import orjson
 import structlog
 
 _DSN_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&;](?:password|sslpassword)=)[^&;#\s'\"]*")
+# A password given as a DSN query parameter (``?password=…``); also used by redact_dsn.
+QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&;])(?:password|passfile|sslpassword)=)[^&;#\s'\"]*")
 _SECRET_KEYS = re.compile(r"(password|passwd|secret|api_key|apikey|token|authorization)", re.I)
 _known_secrets: set[str] = set()
 
@@ -30,7 +31,7 @@ def register_secret(value: str) -> None:
 
 def scrub(text: str) -> str:
     text = _DSN_PASSWORD.sub(r"\1***@", text)
-    text = _QUERY_PASSWORD.sub(r"\1***", text)
+    text = QUERY_PASSWORD.sub(r"\1***", text)
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, "***")

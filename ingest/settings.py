@@ -21,6 +21,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from ingest.errors import ConfigError
+from ingest.logs import QUERY_PASSWORD
 
 EXCHANGES: tuple[str, ...] = ("binance", "gateio", "huobi")
 EXCHANGE_ALIASES: dict[str, str] = {
@@ -491,7 +492,6 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
 _SECRET_FIELDS = {"coingecko_api_key"}
 
 
-_QUERY_PASSWORD = re.compile(r"(?i)((?:^|[?&;])(?:password|passfile|sslpassword)=)[^&;#]*")
 _NETLOC_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@?#]*:)[^@/?#]*@", re.I)
 
 
@@ -502,7 +502,7 @@ def redact_dsn(url: str) -> str:
         return url
     url = _NETLOC_PASSWORD.sub(r"\1***@", url)
     head, sep, query = url.partition("?")
-    return head + sep + _QUERY_PASSWORD.sub(r"\1***", query) if sep else url
+    return head + sep + QUERY_PASSWORD.sub(r"\1***", query) if sep else url
 
 
 def dsn_password(url: str) -> str:
