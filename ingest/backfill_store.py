@@ -65,15 +65,18 @@ FROM s
 _TRADE_RUN_END = """
 WITH s AS (
     SELECT trade_id, timestamp AS ts,
-           lead(timestamp) OVER w AS nxt, lead(trade_id) OVER w AS nxt_id,
-           min(timestamp) OVER () AS first
+           lead(timestamp) OVER w AS nxt, lead(trade_id) OVER w AS nxt_id
     FROM trades
     WHERE exchange = $1 AND symbol = $2 AND timestamp >= $3 AND timestamp < $4
     WINDOW w AS (ORDER BY timestamp, trade_id))
 SELECT trade_id, ts AS timestamp FROM s
-WHERE first < $3 + $5 AND (nxt IS NULL OR nxt > ts + $5 OR ($6 AND nxt_id <> trade_id + 1))
+WHERE (nxt IS NULL OR nxt > ts + $5 OR ($6 AND nxt_id <> trade_id + 1))
+  AND (SELECT min(timestamp) FROM trades WHERE exchange = $1 AND symbol = $2
+       AND timestamp >= $3 AND timestamp < $4) < $3 + $5
 ORDER BY ts, trade_id LIMIT 1
 """
+# (Written so that PostgreSQL streams it in index order and stops at the first hole: an
+# incremental sort under the window, no aggregate over the whole range.)
 
 # Windows of the interval grid with no stored candle, merged into runs (gaps and islands:
 # consecutive missing windows share ts - n * step). $4/$5 are the first and last window.
@@ -149,7 +152,7 @@ async def candle_resume(pool: asyncpg.Pool, exchange: str, symbol: str, interval
     at ``lo`` (a rerun or an interrupted run), else at ``lo``. Rows stored further on (the
     live stream's) do not move it: the hole before them is fetched."""
     step = span_ms(interval)
-    async with _query("stored candle run"):
+    async with _query("stored candle run", QUERY_TIMEOUT_S * 5):
         value = await pool.fetchval(_CANDLE_RUN_END, exchange, symbol, interval, to_dt(lo),
                                     to_dt(hi), timedelta(milliseconds=step))
     return lo if value is None else to_ms(value) + step
@@ -161,7 +164,7 @@ async def trade_resume(pool: asyncpg.Pool, exchange: str, symbol: str, lo: int, 
     """The stored trade a trade backfill of ``[lo, hi)`` continues after: the end of the
     stored run that starts at ``lo``; None to start at ``lo``. A silence longer than
     ``silence_ms`` inside the run counts as a hole (fetched again: at worst duplicates)."""
-    async with _query("stored trade run"):
+    async with _query("stored trade run", QUERY_TIMEOUT_S * 5):
         row = await pool.fetchrow(_TRADE_RUN_END, exchange, symbol, to_dt(lo), to_dt(hi),
                                   timedelta(milliseconds=silence_ms), ids_contiguous)
     return None if row is None else StoredTrade(row["trade_id"], to_ms(row["timestamp"]))

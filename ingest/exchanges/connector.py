@@ -348,7 +348,7 @@ class Connector:
 
     def _ages(self) -> dict[str, float]:
         now = time.monotonic()
-        ages: dict[str, float | None] = {}
+        ages: dict[str, float] = {}
         for h in self.handlers:
             for key in h.streams:
                 # A stream that never sent anything is as old as its wait: visible on the
