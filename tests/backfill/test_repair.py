@@ -169,3 +169,59 @@ async def test_a_reconnect_repair_waits_for_the_last_window_to_settle() -> None:
     ((called, reconnected_at),) = calls
     assert reconnected_at is not None and at <= reconnected_at < at + 1
     assert called >= reconnected_at + SETTLE_MS / 1000
+
+
+async def test_the_service_restarted_after_a_downtime_fills_what_it_missed(
+    sim: Simulator, pool: asyncpg.Pool, database_url: str, tmp_path: Path,
+    run_backfill: RunBackfill,
+) -> None:
+    import argparse
+
+    from ingest import daemon
+    from ingest.backfill_plan import align_up
+    from ingest.settings import parse_settings
+
+    # What the previous run had stored before it went down 30 minutes ago.
+    now = int(time.time() * 1000)
+    ran_from, down_at = now - 50 * MINUTE_MS, now - 30 * MINUTE_MS
+    assert not (await run_backfill([CandleJob("binance", "BTC/USDT", "1m", ran_from, down_at),
+                                    TradeJob("binance", "BTC/USDT", ran_from, down_at)])).errors
+    first_window = align_up(ran_from, "1m")
+    stored_before = len(await candle_rows(pool, "binance", "BTCUSDT"))
+
+    data = settings_data(sim, database_url, tmp_path)
+    data["exchanges"] = {
+        "binance": {**sim.endpoints()["binance"], "symbols": ["BTC/USDT"],
+                    "candle_intervals": ["1m"], "channels": ["candles", "trades"]},
+        "gateio": {"enabled": False}, "huobi": {"enabled": False}}
+    data["metrics"] = {"enabled": False}
+    settings = parse_settings(data, "tests/backfill")
+    restarted = time.time()
+    stop = asyncio.Event()
+    service = asyncio.create_task(
+        daemon.run_service(settings, argparse.Namespace(health_port=0), stop))
+    # Every window that closed before the restart is stored again, the downtime included.
+    last_closed = (int(restarted * 1000) // MINUTE_MS - 1) * MINUTE_MS
+    want_windows = list(range(first_window, last_closed + MINUTE_MS, MINUTE_MS))
+
+    model = sim.model("binance", "BTC/USDT")
+    want = [t.id for t in model.trades_between(ran_from, int(restarted * 1000))]
+
+    async def complete() -> bool:
+        opens = {ms(r["timestamp"]) for r in await candle_rows(pool, "binance", "BTCUSDT")}
+        ids = {r["trade_id"] for r in await trade_rows(pool, "binance", "BTCUSDT")}
+        return opens >= set(want_windows) and ids >= set(want)
+
+    deadline = time.monotonic() + 60
+    while not await complete():
+        assert not service.done(), service.result()
+        assert time.monotonic() < deadline, "the downtime was not refilled"
+        await asyncio.sleep(0.2)
+    stop.set()
+    assert await asyncio.wait_for(service, 30) == 0
+    assert len(want_windows) > stored_before + 25  # the downtime's windows were added
+
+    # Trades: every trade of the model from the first stored one to the restart, once.
+    got = [r["trade_id"] for r in await trade_rows(pool, "binance", "BTCUSDT")]
+    assert got[: len(want)] == want
+    assert len(got) == len(set(got))
