@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp
 import asyncpg
-from common import REPO, throwaway_cluster
+from common import REPO, fresh_database, throwaway_cluster
 
 from ingest.db.embedded import EmbeddedPostgres
 from ingest.db.pool import connect_with_retry
@@ -74,7 +74,6 @@ from ingest.sink import Sink
 from ingest.transport.http import HttpClient
 
 PY = sys.executable
-SCHEMA = [REPO / "schema" / "0001_market_data.up.sql"]
 TICK = os.sysconf("SC_CLK_TCK")
 BASE_SYMBOLS = ("BTC", "ETH", "SOL", "XRP", "BNB", "DOGE", "ADA", "TRX", "LTC", "DOT", "LINK",
                 "AVAX")
@@ -184,24 +183,6 @@ async def sim_trades(port: int) -> int:
     """Trade frames the simulator has queued to its clients, all exchanges and symbols."""
     stats = await http_json(f"http://127.0.0.1:{port}/sim/stats")
     return sum(s["trades"] for ex in stats.values() for s in ex.values())
-
-
-async def fresh_db(server: EmbeddedPostgres, name: str, schema: bool) -> str:
-    conn = await asyncpg.connect(server.dsn())
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # bench constant
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = server.dsn(name)
-    if schema:
-        conn = await asyncpg.connect(dsn)
-        try:
-            for path in SCHEMA:
-                await conn.execute(path.read_text())
-        finally:
-            await conn.close()
-    return dsn
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,7 +345,7 @@ async def _poll_freshness(dsn: str, out: list[float], stop: asyncio.Event) -> No
 async def run_point(server: EmbeddedPostgres, rate: float, syms: list[str], args: Any,
                     work: Path, latency: bool = False) -> Point:
     point = Point(rate)
-    dsn = await fresh_db(server, "e2e", schema=True)
+    dsn = await fresh_database(server, "e2e")
     port = free_port()
     tag = f"{'lat' if latency else 'tp'}{int(rate)}"
     with process(sim_cmd(port, rate, syms), work / f"sim-{tag}.log") as sim:
@@ -565,7 +546,7 @@ async def run_rss(server: EmbeddedPostgres, args: Any, work: Path) -> RssResult:
     res = RssResult()
     res.baseline_kib = {m: import_rss_kib(m) for m in ("asyncio", "ccxt", "ingest.daemon")}
     syms = symbols(args.rss_symbols)
-    dsn = await fresh_db(server, "rss", schema=False)  # `ingest run` migrates it itself
+    dsn = await fresh_database(server, "rss", schema=False)  # `ingest run` migrates it itself
     sim_port, health_port = free_port(), free_port()
     cfg = work / "rss.toml"
     rss_config(cfg, sim_port, health_port, syms, work / "spool-rss",

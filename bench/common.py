@@ -42,8 +42,9 @@ def throwaway_cluster() -> Iterator[EmbeddedPostgres]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def fresh_database(server: EmbeddedPostgres, name: str) -> str:
-    """Drop and create ``name`` with the market-data schema (all its indexes)."""
+async def fresh_database(server: EmbeddedPostgres, name: str, *, schema: bool = True) -> str:
+    """Drop and create ``name``, with the market-data schema (all its indexes) unless
+    ``schema`` is false (for a service that migrates its database itself)."""
     conn = await asyncpg.connect(server.dsn())
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # bench constant
@@ -51,11 +52,12 @@ async def fresh_database(server: EmbeddedPostgres, name: str) -> str:
     finally:
         await conn.close()
     dsn = server.dsn(name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(SCHEMA_SQL)
-    finally:
-        await conn.close()
+    if schema:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(SCHEMA_SQL)
+        finally:
+            await conn.close()
     return dsn
 
 
