@@ -18,6 +18,7 @@ from msgspec import UNSET, Raw
 from ingest.errors import ExchangeError, ParseError
 from ingest.exchanges.base import (
     INTERVAL_SECONDS,
+    PLAIN_NUMBER,
     Control,
     ParseResult,
     check_id,
@@ -41,9 +42,7 @@ EXCHANGE = "huobi"
 
 # A side whose every number is already plain text fitting NUMERIC(38,18), prices non-zero,
 # in HTX's compact JSON: the numbers' own text is the stored text.
-_PRICE = r"(?=[0-9.]*[1-9])[0-9]{1,20}(?:\.[0-9]{1,18})?"
-_QTY = r"[0-9]{1,20}(?:\.[0-9]{1,18})?"
-_LEVEL = rf"\[{_PRICE},{_QTY}\]"
+_LEVEL = rf"\[(?=[0-9.]*[1-9]){PLAIN_NUMBER},{PLAIN_NUMBER}\]"  # price non-zero
 _PLAIN_SIDE = re.compile(rf"\[(?:{_LEVEL}(?:,{_LEVEL})*)?\]").fullmatch
 _PAIRS = re.compile(r"\[([0-9.]+),([0-9.]+)\]").findall
 
