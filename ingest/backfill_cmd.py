@@ -106,12 +106,6 @@ def build_request(args: argparse.Namespace, settings: Settings, now_ms: int) -> 
     return BackfillRequest(targets, intervals, args.trades, start, end)
 
 
-async def _open_sink(pool: Any, settings: Settings) -> Any:
-    from ingest.sink import open_side_sink
-
-    return await open_side_sink(pool, settings.writer, "backfill")
-
-
 @contextlib.asynccontextmanager
 async def wired(settings: Settings) -> AsyncIterator[tuple[Settings, Any, Any]]:
     """(resolved settings, pool, sink): the database resolved and migrated, a started sink;
@@ -120,12 +114,13 @@ async def wired(settings: Settings) -> AsyncIterator[tuple[Settings, Any, Any]]:
     from ingest.db.bootstrap import bootstrap
     from ingest.db.local import database_settings
     from ingest.db.pool import connect_with_retry
+    from ingest.sink import open_side_sink
 
     async with database_settings(settings) as resolved:
         pool = await connect_with_retry(resolved.database)
         try:
             await bootstrap(pool, resolved)
-            sink = await _open_sink(pool, resolved)
+            sink = await open_side_sink(pool, resolved.writer, "backfill")
             try:
                 yield resolved, pool, sink
             finally:
