@@ -162,12 +162,7 @@ async def test_bad_input_is_one_line_and_exit_2(
 ) -> None:
     argv = ["backfill", "--config", str(config), "--database-url", database_url,
             "--start", "2024-01-01", "--rate-limit-ms", "1", *args]
-    capsys.readouterr()
-    code = await asyncio.to_thread(_main, argv)
-    err = [line for line in capsys.readouterr().err.splitlines()
-           if line.startswith("ingest backfill: error:")]
-    assert code == 2
-    assert len(err) == 1 and message in err[0], err
+    await assert_one_line_exit_2(argv, message, capsys)
 
 
 async def test_cli_backfill_prints_a_summary(
@@ -213,12 +208,7 @@ async def test_gaps_bad_input_is_one_line_and_exit_2(
     argv = ["gaps", "--config", str(config), "--database-url", database_url, "--exchange",
             "binance", "--interval", "1m", "--start", "2024-01-01", "--end", "2024-01-01T01:00Z",
             *args]
-    capsys.readouterr()
-    code = await asyncio.to_thread(_main, argv)
-    err = [line for line in capsys.readouterr().err.splitlines()
-           if line.startswith("ingest gaps: error:")]
-    assert code == 2
-    assert len(err) == 1 and message in err[0], err
+    await assert_one_line_exit_2(argv, message, capsys)
 
 
 async def test_gaps_without_trades_says_so(
@@ -231,6 +221,17 @@ async def test_gaps_without_trades_says_so(
     assert await asyncio.to_thread(cli.main, argv) == 0
     out = capsys.readouterr().out
     assert "trades: not checked (--no-trades)" in out and "not contiguous" not in out
+
+
+async def assert_one_line_exit_2(argv: list[str], message: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``ingest ARGV`` exits 2 with exactly one error line, which contains ``message``."""
+    capsys.readouterr()
+    code = await asyncio.to_thread(_main, argv)
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.startswith(f"ingest {argv[0]}: error:")]
+    assert code == 2
+    assert len(err) == 1 and message in err[0], err
 
 
 def _main(argv: list[str]) -> int:
