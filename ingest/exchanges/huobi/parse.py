@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import zlib
 from datetime import datetime
+from decimal import Decimal
 
 from msgspec import UNSET, Raw
 
@@ -45,6 +46,24 @@ EXCHANGE = "huobi"
 _LEVEL = rf"\[(?=[0-9.]*[1-9]){PLAIN_NUMBER},{PLAIN_NUMBER}\]"  # price non-zero
 _PLAIN_SIDE = re.compile(rf"\[(?:{_LEVEL}(?:,{_LEVEL})*)?\]").fullmatch
 _PAIRS = re.compile(r"\[([0-9.]+),([0-9.]+)\]").findall
+_PLAIN = re.compile(PLAIN_NUMBER).fullmatch
+# One JSON number: what Decimal() may be given (a string or anything else is refused).
+_JSON_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?").fullmatch
+_MAX_NUMBER_TEXT = 64
+
+
+def num_text(raw: Raw, what: str, positive: bool) -> str:
+    """One undecoded JSON number (a trade's price or amount) → validated plain text: the
+    number's own text when it is plain (one regex), else through its exact Decimal."""
+    text = str(raw, "ascii", "replace")
+    if _PLAIN(text) is not None:
+        if positive and not text.strip("0."):
+            raise ParseError(f"{what} is zero")
+        return text
+    if len(text) > _MAX_NUMBER_TEXT or _JSON_NUMBER(text) is None:
+        raise ParseError(f"{what} is not a number")
+    d = Decimal(text)
+    return dec_price(d) if positive else dec_qty(d)
 
 
 def levels_raw(raw: Raw) -> tuple[Level, ...]:
@@ -104,12 +123,24 @@ def parse(frame: bytes, recv_ts: float) -> ParseResult:
     raise ParseError("unknown frame")
 
 
-def _topic(topic: str) -> tuple[str, list[str]]:
-    """``market.btcusdt.mbp.150`` → (``BTCUSDT``, [``mbp``, ``150``])."""
+_TOPICS: dict[str, tuple[str, tuple[str, ...]]] = {}
+_MAX_TOPICS = 10_000  # bounded against a flood of distinct topics
+
+
+def _topic(topic: str) -> tuple[str, tuple[str, ...]]:
+    """``market.btcusdt.mbp.150`` → (``BTCUSDT``, (``mbp``, ``150``)); memoised (a
+    connection carries a few hundred topics at most)."""
+    known = _TOPICS.get(topic)
+    if known is not None:
+        return known
     parts = topic.split(".")
     if len(parts) < 3 or parts[0] != "market":
         raise ParseError(f"unknown topic {topic[:60]!r}")
-    return native_to_compact(EXCHANGE, parts[1]), parts[2:]
+    known = (native_to_compact(EXCHANGE, parts[1]), tuple(parts[2:]))
+    if len(_TOPICS) >= _MAX_TOPICS:
+        _TOPICS.clear()
+    _TOPICS[topic] = known
+    return known
 
 
 def _push(ch: str, tick: Raw, env_ts: int | object, recv_ts: float) -> ParseResult:
@@ -118,9 +149,9 @@ def _push(ch: str, tick: Raw, env_ts: int | object, recv_ts: float) -> ParseResu
     if head == "mbp" and len(kind) == 2:
         mbp = wire.MBP_TICK.decode(tick)
         return [_mbp(symbol, mbp, _when(env_ts, recv_ts), recv_ts)]
-    if head == "trade" and kind == ["trade", "detail"]:
+    if head == "trade" and kind == ("trade", "detail"):
         return list(_trades(symbol, wire.TRADE_TICK.decode(tick).data, recv_ts))
-    if head == "depth" and kind == ["depth", "step0"]:
+    if head == "depth" and kind == ("depth", "step0"):
         depth = wire.DEPTH_TICK.decode(tick)
         when = _when(env_ts if depth.ts is UNSET else depth.ts, recv_ts)
         return [_image(symbol, depth.version, depth.bids, depth.asks, when, recv_ts)]
@@ -177,7 +208,7 @@ def _trades(
         if item.direction not in ("buy", "sell"):
             raise ParseError(f"bad direction {item.direction[:10]!r}")
         trade_id = item.tradeId if isinstance(item, wire.TradeItem) else item.trade_id
-        price, qty = dec_price(item.price), dec_qty(item.amount)
+        price, qty = num_text(item.price, "price", True), num_text(item.amount, "quantity", False)
         out.append(Trade(
             exchange=EXCHANGE, symbol=symbol, trade_id=check_id(trade_id, "tradeId"),
             timestamp=ms_to_dt(item.ts), price=price, quantity=qty,
