@@ -32,7 +32,14 @@ from websockets.exceptions import InvalidURI
 from ingest.errors import ConfigError
 from ingest.logs import get_logger
 from ingest.transport.backoff import Backoff
-from ingest.transport.connection import Frame, Outgoing, Replies, WsClosed, WsConnection
+from ingest.transport.connection import (
+    DirectClientConnection,
+    Frame,
+    Outgoing,
+    Replies,
+    WsClosed,
+    WsConnection,
+)
 from ingest.transport.ratelimit import RateLimiter
 from ingest.transport.recorder import Recorder
 from ingest.transport.watchdog import StreamWatchdog
@@ -268,6 +275,7 @@ class WsClient:
             "max_size": cfg.max_frame_bytes,
             "max_queue": cfg.max_recv_queue,
             "compression": cfg.compression,
+            "create_connection": DirectClientConnection,
         }
         if cfg.proxy is not True:  # the keyword exists from websockets 15 on
             kwargs["proxy"] = cfg.proxy

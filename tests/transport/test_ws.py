@@ -404,3 +404,47 @@ def test_stats_are_plain_data() -> None:
     assert snapshot["connects"] == 0
     json.dumps(snapshot)
 
+
+
+async def test_frames_keep_their_order_while_the_handler_waits_and_reading_pauses(
+    ws_server: Any,
+) -> None:
+    """Frames are handed over straight from the protocol; one whose handling must wait
+    (downstream full) pauses reading, and every later frame, fragmented ones (the
+    library's own path) included, is handled after it, in order."""
+    release = asyncio.Event()
+
+    class Waiting(Handler):
+        def handle_frame(self, frame: Frame, recv_ts: float) -> Any:
+            super().handle_frame(frame, recv_ts)
+            if json.loads(frame)["n"] == 5:
+                return self.wait_for_room()  # an awaitable: the sink has no room yet
+            return None
+
+        async def wait_for_room(self) -> None:
+            await release.wait()
+
+    async def burst(server: WsServer, conn: ServerConn) -> None:
+        for n in range(300):
+            if n % 100 == 50:  # a fragmented message: not handed over directly
+                await conn.ws.send(['{"n": ', f"{n}", "}"])
+            else:
+                await conn.ws.send(json.dumps({"n": n, "pad": "x" * 500}))
+        await conn.collect()
+
+    server = await ws_server(burst)
+    handler = Waiting(server.url)
+    client = make_client(handler)
+    async with running(client):
+        await until(lambda: len(handler.frames) == 6, what="first six frames")
+        conn = client.current
+        assert conn is not None
+        transport = conn._ws.transport
+        assert not transport.is_reading()  # the exchange's TCP window holds the rest
+        assert [m["n"] for _, m in handler.frames] == list(range(6))
+        release.set()
+        await until(lambda: len(handler.frames) == 300, what="all frames")
+        assert transport.is_reading()
+    assert [m["n"] for _, m in handler.frames] == list(range(300))
+    assert client.stats.handler_errors == 0
+
