@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ingest.exchanges.handler import FeedHandler
 
 OnReconnect = Callable[[str, list[str]], Awaitable[None] | None]
+_MAX_KEYS = 100_000  # memoised stream keys, bounded against a flood of odd symbols
 _RECENT_TRADE_IDS = 4096  # per symbol: far more than one rotation overlap delivers twice
 _LOG_BURST = 10  # parse-error lines per window before they are only counted
 _LOG_WINDOW_S = 60.0
@@ -139,6 +140,7 @@ class Connector:
             "controls": {},
         }
         self._recent: dict[str, _RecentIds] = {}
+        self._trade_keys: dict[str, str] = {}  # symbol -> its trades stream key
         # Set by the exchange module: the exchange's own symbol list, for check_markets.
         self.market_lister: Callable[[], Awaitable[set[str]]] | None = None
         self._log_window = (0.0, 0)  # (window start, lines logged in it)
@@ -172,7 +174,12 @@ class Connector:
               source: WsConnection | None) -> None:
         kind = type(item)
         if kind is Trade:
-            if not handler.mark(stream_key("trades", item.symbol)):
+            key = self._trade_keys.get(item.symbol)
+            if key is None:
+                key = stream_key("trades", item.symbol)
+                if len(self._trade_keys) < _MAX_KEYS:
+                    self._trade_keys[item.symbol] = key
+            if not handler.mark(key):
                 self.counters["unexpected"] += 1
                 return
             recent = self._recent.get(item.symbol)
@@ -210,7 +217,7 @@ class Connector:
         self._count(records)
 
     def _count(self, records: list[Record]) -> None:
-        trades = sum(1 for r in records if type(r) is Trade)
+        trades = [*map(type, records)].count(Trade)  # C loops, not a generator per frame
         self.counters["trades"] += trades
         self.counters["candles"] += len(records) - trades
 
