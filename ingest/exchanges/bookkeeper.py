@@ -111,8 +111,10 @@ class KeeperStats:
     unexpected: int = 0
     snapshots: int = 0
     snapshots_unsynced: int = 0
+    books_dropped: int = 0  # books forgotten because their socket was lost
     gaps_by_symbol: dict[str, int] = field(default_factory=dict)
     resyncs_by_symbol: dict[str, int] = field(default_factory=dict)
+    dropped_by_symbol: dict[str, int] = field(default_factory=dict)
 
 
 class BookKeeper:
@@ -337,9 +339,33 @@ class BookKeeper:
 
     # -- snapshots --------------------------------------------------------------------------
 
-    def snapshots(self, timestamp: datetime, recv_ts: float = 0.0) -> list[BookSnapshot]:
+    def drop(self, symbols: Iterable[str], reason: str) -> int:
+        """Forget the books of ``symbols`` (their socket is gone: updates are being missed,
+        so the image is no longer the exchange's book). They resync from their next delta,
+        or when their stream is found quiet; no snapshot is written from them meanwhile."""
+        dropped = []
+        for sym in symbols:
+            book = self.books.get(sym)
+            if book is None or (not book.synced and not book.buffered):
+                continue
+            book.reset()
+            self._parked.pop(sym, None)
+            dropped.append(sym)
+            by = self.stats.dropped_by_symbol
+            by[sym] = by.get(sym, 0) + 1
+        if dropped:
+            self.stats.books_dropped += len(dropped)
+            self.log.warning("books dropped until they resync", reason=reason,
+                             symbols=len(dropped), first=dropped[:5])
+        return len(dropped)
+
+    def snapshots(self, timestamp: datetime, recv_ts: float = 0.0,
+                  live: set[str] | None = None) -> list[BookSnapshot]:
         """Top-``depth`` snapshots of the synced books at grid point ``timestamp`` (each
-        symbol at most once per grid point)."""
+        symbol at most once per grid point). ``live``: the symbols whose socket is
+        connected; any other book is dropped (``drop``), not written from memory."""
+        if live is not None:
+            self.drop([sym for sym in self.books if sym not in live], "socket not connected")
         out = []
         for sym, book in self.books.items():
             if not book.synced:
@@ -366,12 +392,13 @@ class BookKeeper:
             "resyncs_done": s.resyncs_done, "resync_failures": s.resync_failures,
             "resync_timeouts": s.resync_timeouts, "parked": s.parked,
             "unexpected": s.unexpected, "snapshots": s.snapshots,
-            "snapshots_unsynced": s.snapshots_unsynced,
+            "snapshots_unsynced": s.snapshots_unsynced, "books_dropped": s.books_dropped,
             "pending": self.pending(),
             "books": {
                 sym: {"synced": b.synced, "last_update_id": b.last_id, "buffered": b.buffered,
                       "gaps": s.gaps_by_symbol.get(sym, 0),
-                      "resyncs": s.resyncs_by_symbol.get(sym, 0)}
+                      "resyncs": s.resyncs_by_symbol.get(sym, 0),
+                      "dropped": s.dropped_by_symbol.get(sym, 0)}
                 for sym, b in self.books.items()
             },
         }

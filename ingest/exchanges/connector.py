@@ -136,7 +136,7 @@ class Connector:
         self.counters: dict[str, Any] = {
             "frames_received": 0, "frames_parsed": 0, "frames_rejected": 0,
             "frames_by_channel": {}, "trades": 0, "trades_duplicate": 0, "candles": 0, "book_snapshots": 0,
-            "unexpected": 0, "stale_streams": 0, "resubscribes": 0, "reconnects": 0,
+            "unexpected": 0, "stale_streams": 0, "resubscribes": 0, "resubscribes_dropped": 0, "reconnects": 0,
             "controls": {},
         }
         self._recent: dict[str, _RecentIds] = {}
@@ -246,6 +246,9 @@ class Connector:
         """A socket is back after a disconnect: open candles may have missed updates, and
         the gap-repair hook learns which symbols to look at."""
         self.counters["reconnects"] += 1
+        if self.keeper is not None:
+            # Updates were missed while the socket was down: those books resync.
+            self.keeper.drop(self._book_symbols(handler), "reconnected")
         repairable = [s for s in handler.streams.values() if s.channel in ("trades", "candles")]
         self.finalizer.forget_open({s.symbol for s in repairable if s.channel == "candles"})
         if self.on_reconnect is None or not repairable:
@@ -259,6 +262,20 @@ class Connector:
             task = asyncio.ensure_future(result)
             self._callbacks.add(task)
             task.add_done_callback(self._callback_done)
+
+    @staticmethod
+    def _book_symbols(handler: FeedHandler) -> list[str]:
+        return [s.symbol for s in handler.streams.values() if s.channel == "book"]
+
+    def _live_book_symbols(self) -> set[str]:
+        """Symbols whose book socket is open (one still subscribing and both sockets of a
+        rotation count: they are receiving)."""
+        live: set[str] = set()
+        for handler in self.handlers:
+            client = handler.client
+            if client is not None and any(not c.closed for c in client.connections):
+                live.update(self._book_symbols(handler))
+        return live
 
     def _callback_done(self, task: asyncio.Task[Any]) -> None:
         self._callbacks.discard(task)
@@ -312,7 +329,7 @@ class Connector:
             at = grid.take(now)
             if at is None:
                 continue  # woke just before the grid point: that one is still to come
-            snaps = self.keeper.snapshots(at, now)
+            snaps = self.keeper.snapshots(at, now, live=self._live_book_symbols())
             if snaps:
                 await self.sink.put_many(snaps)
                 self.counters["book_snapshots"] += len(snaps)
@@ -344,7 +361,8 @@ class Connector:
                         "stale": fs.stale, "unusable": fs.unusable, "held_open": self.finalizer.held},
             "book": {"snapshots_emitted": c["book_snapshots"]},
             "unexpected": c["unexpected"], "stale_streams": c["stale_streams"],
-            "resubscribes": c["resubscribes"], "reconnects": c["reconnects"],
+            "resubscribes": c["resubscribes"], "resubscribes_dropped": c["resubscribes_dropped"],
+            "reconnects": c["reconnects"],
             "controls": dict(c["controls"]),
             "connections": {cl.name: cl.stats.as_dict() for cl in self.clients},
             "last_message_age_s": self._ages(),

@@ -12,9 +12,11 @@ from structlog.testing import capture_logs
 from ingest.exchanges.binance.stream import build_connector
 from ingest.feeds import rest_limiter
 from ingest.settings import ExchangeSettings
+from ingest.transport.backoff import BackoffPolicy
 from ingest.transport.http import HttpClient
 from ingest.transport.recorder import Recorder, read_capture
-from tests.connectors.conftest import FakeSink, FakeWs, fast_options, running, until
+from ingest.transport.ws import WsState
+from tests.connectors.conftest import FAST_WS, FakeSink, FakeWs, fast_options, running, until
 
 TS = 1_700_000_000_000
 
@@ -154,6 +156,34 @@ async def test_book_snapshot_buffer_gap_resyncs_only_that_symbol(
         assert stats["gaps"] == 1
 
 
+async def test_no_snapshot_from_a_book_whose_socket_is_down_and_it_resyncs_after(
+    fake_ws: Any, rest_app: Any, http: HttpClient
+) -> None:
+    ws = await fake_ws()
+    api = DepthApi()
+    api.books["BTCUSDT"] = {"lastUpdateId": 100, "bids": [["100.0", "1"]], "asks": [["101.0", "1"]]}
+    rest = await rest_app([web.get("/binance/api/v3/depth", api.handle)])
+    sink = FakeSink()
+    st = settings(ws, rest + "/binance", channels=("book",), symbols=("BTC/USDT",), book_depth=2)
+    slow_reconnect = {**FAST_WS, "backoff": BackoffPolicy(base_s=3600, cap_s=3600, min_s=3600,
+                                                           stable_after_s=3600)}
+    c = build_connector(st, ["BTC/USDT"], sink, http, options=fast_options(ws=slow_reconnect))
+    assert c.keeper is not None
+    keeper = c.keeper
+    async with running(c):
+        await until(lambda: ws.live())
+        await ws.send(ws.live()[0], depth("BTCUSDT", 99, 101, bids=[["100.5", "3"]]))
+        await until(lambda: any(s.last_update_id == 101 for s in sink.snapshots("BTCUSDT")))
+        await ws.live()[0].ws.close()  # the exchange drops us; the next try is an hour away
+        await until(lambda: c.clients[0].state is WsState.RECONNECTING)
+        await until(lambda: keeper.stats.books_dropped == 1, what="book dropped")
+        written = len(sink.snapshots("BTCUSDT"))
+        unsynced = keeper.stats.snapshots_unsynced
+        await until(lambda: keeper.stats.snapshots_unsynced >= unsynced + 3, what="3 grid points")
+        assert len(sink.snapshots("BTCUSDT")) == written  # nothing from the frozen book
+        assert not keeper.books["BTCUSDT"].synced
+
+
 async def test_server_shutdown_rotates_make_before_break(fake_ws: Any, http: HttpClient) -> None:
     ws = await fake_ws()
     sink = FakeSink()
@@ -194,7 +224,9 @@ async def test_stale_stream_is_resubscribed_alone(fake_ws: Any, http: HttpClient
         finally:
             feeder.cancel()
         methods = [(m["method"], m["params"]) for m in ws.conns[0].received]
-        assert methods[:2] == [("UNSUBSCRIBE", ["ethusdt@trade"]), ("SUBSCRIBE", ["ethusdt@trade"])]
+        # SUBSCRIBE alone: no unsubscribed moment in which updates would be missed.
+        assert methods[:1] == [("SUBSCRIBE", ["ethusdt@trade"])]
+        assert "UNSUBSCRIBE" not in {m for m, _ in methods}
         assert len(ws.conns) == 1  # the connection itself was never dropped
         assert c.stats()["stale_streams"] >= 1
 

@@ -178,3 +178,23 @@ def test_snapshots_top_n_synced_only_once_per_grid_point() -> None:
     assert snap.bids == (("100", "1"), ("99", "2")) and snap.asks == (("101", "1"), ("102", "2"))
     assert k.snapshots(ts) == []  # the same grid point again
     assert k.stats.snapshots_unsynced == 2
+
+
+def test_books_whose_socket_is_down_are_dropped_not_written_from_memory() -> None:
+    k = BookKeeper("binance", ["BTCUSDT", "ETHUSDT"], depth=2, resync=FakeRest({}))
+    k.on_delta(image("BTCUSDT", 7, BIDS, ASKS))
+    k.on_delta(image("ETHUSDT", 9, BIDS, ASKS))
+    with capture_logs() as logs:
+        snaps = k.snapshots(grid_floor(1_700_000_012.0, 1.0), live={"ETHUSDT"})
+    assert [s.symbol for s in snaps] == ["ETHUSDT"]
+    assert not k.books["BTCUSDT"].synced  # it resyncs from its next delta
+    assert k.books["ETHUSDT"].synced
+    assert k.stats.books_dropped == 1
+    assert k.as_dict()["books"]["BTCUSDT"]["dropped"] == 1
+    assert [e["event"] for e in logs] == ["books dropped until they resync"]
+    # Still down at the next grid point: nothing more to drop, nothing written.
+    assert k.snapshots(grid_floor(1_700_000_013.0, 1.0), live={"ETHUSDT"})[0].symbol == "ETHUSDT"
+    assert k.stats.books_dropped == 1
+    # Back: the first delta buffers and asks for a snapshot, as at startup.
+    assert k.on_delta(delta("BTCUSDT", 20, 21, bids=(("100", "5"),))) is Outcome.BUFFERED
+    assert k.pending() == {"BTCUSDT": "queued: initial sync"}
