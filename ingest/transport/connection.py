@@ -50,8 +50,12 @@ class DirectClientConnection(ClientConnection):
     ``on_message`` is unset) takes the library's own path."""
 
     on_message: Callable[[Frame], None] | None = None
+    on_control: Callable[[], None] | None = None  # a ping or pong arrived
 
     def process_event(self, event: Event) -> None:
+        if (type(event) is WsFrame and self.on_control is not None
+                and (event.opcode is Opcode.PING or event.opcode is Opcode.PONG)):
+            self.on_control()
         on_message = self.on_message
         if (on_message is not None and type(event) is WsFrame and event.fin
                 and not self.recv_messages.frames.queue):
@@ -106,6 +110,7 @@ class WsConnection:
         self._drainer: asyncio.Task[None] | None = None
         if isinstance(ws, DirectClientConnection):
             ws.on_message = self._on_direct
+            ws.on_control = self._on_ping_or_pong
 
     def __repr__(self) -> str:
         return f"<WsConnection {self.id} {self.url} {'closed' if self.closed else 'open'}>"
@@ -157,6 +162,12 @@ class WsConnection:
             put.cancel()
         if self.closed:
             raise WsClosed(f"{self.id} closed while sending")
+
+    def room(self) -> int:
+        """How many more messages the send queue takes now (0 when closed)."""
+        if self.closed:
+            return 0
+        return self._queue.maxsize - self._queue.qsize()
 
     def send_nowait(self, message: Outgoing, *, urgent: bool = False) -> bool:
         """Queue ``message`` if there is room; False when closed or full."""
@@ -259,6 +270,11 @@ class WsConnection:
             self._fail("read", exc)
         finally:
             self._finish()
+
+    def _on_ping_or_pong(self) -> None:
+        # Proof the socket is alive (Binance pings every 20 s): a socket whose streams are
+        # all quiet (illiquid pairs) is not dead. Quiet streams are the watchdog's business.
+        self.last_frame_at = self.client.clock()
 
     def _on_direct(self, message: Frame) -> None:
         if self._backlog is not None:  # the handler is waiting: keep the order

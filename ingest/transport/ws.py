@@ -118,6 +118,14 @@ class WsClient:
         conn = self._current
         return conn is not None and conn.send_nowait(message, urgent=urgent)
 
+    def send_all_nowait(self, messages: list[Outgoing]) -> bool:
+        """Queue all of ``messages`` on the current connection, or none of them (an
+        unsubscribe whose subscribe did not fit would leave the stream unsubscribed)."""
+        conn = self._current
+        if conn is None or conn.room() < len(messages):
+            return False
+        return all(conn.send_nowait(m) for m in messages)
+
     def watch(self, stream_key: str, stale_after_s: float | None = None) -> None:
         self.watchdog.watch(stream_key, self.clock(), stale_after_s)
 
@@ -161,7 +169,7 @@ class WsClient:
         cfg = self.config
         silent_s = now - conn.last_frame_at
         if silent_s >= cfg.stale_after_s:
-            # Every stream is quiet because the socket is: reconnect, do not resubscribe.
+            # Not a frame, ping or pong: the socket is dead. Reconnect, do not resubscribe.
             self.stats.stale_connections += 1
             self.reconnect(f"no frames for {silent_s:.1f} s")
             return []

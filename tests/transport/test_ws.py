@@ -205,6 +205,46 @@ async def test_connection_with_no_frames_is_reconnected(ws_server: Any) -> None:
     assert handler.stale == []  # the socket was dead: no per-stream resubscribes
 
 
+async def test_a_socket_that_only_pings_is_alive(ws_server: Any) -> None:
+    """Binance pings every 20 s; a socket whose streams are all quiet (illiquid pairs)
+    sends nothing else and must not be taken for a dead one."""
+    pinged = asyncio.Event()
+    go = asyncio.Event()
+
+    async def pings_only(server: WsServer, conn: ServerConn) -> None:
+        closed = asyncio.ensure_future(conn.ws.wait_closed())
+        while True:
+            asked = asyncio.ensure_future(go.wait())
+            await asyncio.wait({asked, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if closed.done():
+                asked.cancel()
+                return
+            go.clear()
+            await asyncio.wait_for(await conn.ws.ping(b"binance"), 5)  # the client's pong
+            pinged.set()
+
+    server = await ws_server(pings_only)
+    clock = FakeClock()
+    handler = Handler(server.url)
+    cfg = WsConfig(backoff=TINY_BACKOFF, proxy=None, ping_interval_s=None, stale_after_s=30,
+                   watchdog_interval_s=3600)
+    client = make_client(handler, config=cfg, clock=clock)
+    async with running(client):
+        await until(lambda: client.state is WsState.CONNECTED)
+        for _ in range(3):  # 3 x 20 s without a data frame
+            clock.advance(20)
+            go.set()
+            await pinged.wait()
+            pinged.clear()
+            client.check()
+        assert client.stats.stale_connections == 0
+        clock.advance(30)  # and then not even a ping: dead
+        client.check()
+        await until(lambda: client.stats.reconnects == 1)
+    assert handler.frames == []
+    assert client.stats.stale_connections == 1
+
+
 async def test_rotation_opens_and_subscribes_the_new_connection_before_closing_the_old(
     ws_server: Any,
 ) -> None:
@@ -448,3 +488,21 @@ async def test_frames_keep_their_order_while_the_handler_waits_and_reading_pause
     assert [m["n"] for _, m in handler.frames] == list(range(300))
     assert client.stats.handler_errors == 0
 
+
+
+async def test_send_all_nowait_queues_all_or_none(ws_server: Any) -> None:
+    server = await ws_server(None)
+    cfg = WsConfig(backoff=TINY_BACKOFF, proxy=None, ping_interval_s=None, send_queue_size=3)
+    client = make_client(Handler(server.url), config=cfg)
+    async with running(client):
+        await until(lambda: client.state is WsState.CONNECTED)
+        conn = client.current
+        assert conn is not None
+        # No await in between: the sender task cannot take anything off the queue.
+        assert client.send_all_nowait(["a", "b"])
+        assert not client.send_all_nowait(["unsub c", "sub c"])  # one slot left: neither
+        assert conn.queued == 2
+        assert client.send_all_nowait(["d"])
+        assert conn.queued == 3
+        await until(lambda: len(server.conns[0].received) == 3)
+    assert server.conns[0].received == ["a", "b", "d"]
