@@ -53,7 +53,23 @@ class FeedHandler(BaseWsHandler):
         return []
 
     def resubscribe(self, stream: Stream) -> None:
-        """Send an unsubscribe + subscribe for one stream (never the whole connection)."""
+        """Ask again for one quiet stream (never the whole connection): ``send_resubscribe``
+        of the exchange's messages."""
+
+    def send_resubscribe(self, stream: Stream, messages: list[Outgoing]) -> bool:
+        """Queue a stream's resubscribe messages, all or none; a refusal (the socket's
+        send queue is full or it is down) is logged and counted, and the stream is asked
+        for again when the watchdog next finds it quiet."""
+        client = self.client
+        if client is None:
+            return False
+        if client.send_all_nowait(messages):
+            self.log.info("resubscribing a quiet stream", stream=stream.key)
+            return True
+        self.connector.counters["resubscribes_dropped"] += 1
+        self.log.warning("resubscribe not sent: send queue full or socket down",
+                         stream=stream.key)
+        return False
 
     def on_control(self, ctl: Control) -> list[Outgoing]:
         c = self.connector.counters

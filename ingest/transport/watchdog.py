@@ -6,12 +6,18 @@ key (the connector's own name for a subscription, e.g. ``btcusdt@trade``), and t
 connector decides what a quiet stream means (resubscribe it, or reconnect). Whole-
 connection silence is the websocket client's job, not this class's.
 
+A stream that stays quiet is reported again after a period that doubles each time (up
+to ``MAX_BACKOFF`` periods), and the count starts over when it speaks: an illiquid pair is
+not resubscribed every minute for hours.
+
 Pure bookkeeping with an explicit ``now``: the caller owns the clock, so tests drive it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+MAX_BACKOFF = 32  # a stream quiet for hours is reported every 32 periods (32 min at 60 s)
 
 
 @dataclass
@@ -56,6 +62,7 @@ class StreamWatchdog:
         else:
             stream.last_seen = now
             stream.next_due = now + stream.stale_after_s
+            stream.fired = 0
 
     def rearm(self, now: float) -> None:
         """Give every stream a fresh grace period (after a reconnect) without forgetting
@@ -69,13 +76,14 @@ class StreamWatchdog:
     def due(self, now: float) -> list[tuple[str, float]]:
         """Streams quiet past their limit, as ``(key, quiet_s)``.
 
-        A reported stream is not reported again until another full period has passed, so
-        one that stays quiet is reported once per period rather than on every check.
+        A reported stream is reported again after 1, 2, 4 … ``MAX_BACKOFF`` more periods
+        while it stays quiet, not on every check.
         """
         out: list[tuple[str, float]] = []
         for key, stream in self._streams.items():
             if now >= stream.next_due:
-                stream.next_due = now + stream.stale_after_s
                 stream.fired += 1
+                periods = min(MAX_BACKOFF, 1 << min(stream.fired - 1, 30))
+                stream.next_due = now + stream.stale_after_s * periods
                 out.append((key, now - stream.last_seen))
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ingest.transport.watchdog import StreamWatchdog
@@ -47,3 +49,17 @@ def test_per_stream_limit_and_unwatch() -> None:
     assert wd.keys() == ["trades"]
     with pytest.raises(ValueError):
         StreamWatchdog(0)
+
+
+def test_a_stream_that_stays_quiet_is_reported_less_and_less_often() -> None:
+    wd = StreamWatchdog(stale_after_s=10)
+    wd.watch("illiquid@kline_1m", now=0)
+    reported = [t for t in range(0, 2000) if wd.due(now=t)]
+    # 1, 1, 2, 4, 8, 16, 32, 32 … periods apart
+    assert reported[:8] == [10, 20, 40, 80, 160, 320, 640, 960]
+    assert all(b - a == 320 for a, b in itertools.pairwise(reported[6:]))
+    wd.mark("illiquid@kline_1m", now=2000)  # it spoke: back to one period
+    assert wd.due(now=2009) == []
+    assert wd.due(now=2010) == [("illiquid@kline_1m", 10)]
+    assert wd.due(now=2019) == []
+    assert wd.due(now=2020) == [("illiquid@kline_1m", 20)]

@@ -78,12 +78,9 @@ class BinanceHandler(FeedHandler):
         return json.dumps({"method": method, "params": names, "id": self._next_id})
 
     def resubscribe(self, stream: Stream) -> None:
-        if self.client is None:
-            return
-        name = self.wire[stream.key]
-        self.log.info("resubscribing a stale stream", stream=name)
-        self.client.send_nowait(self._request("UNSUBSCRIBE", [name]))
-        self.client.send_nowait(self._request("SUBSCRIBE", [name]))
+        # SUBSCRIBE alone: a no-op for a live subscription, and it restores a lost one
+        # without an unsubscribed moment in which updates would be missed.
+        self.send_resubscribe(stream, [self._request("SUBSCRIBE", [self.wire[stream.key]])])
 
 
 def build_connector(

@@ -87,11 +87,9 @@ class GateHandler(FeedHandler):
         return [self.request(s, "subscribe") for s in streams]
 
     def resubscribe(self, stream: Stream) -> None:
-        if self.client is None:
-            return
-        self.log.info("resubscribing a stale stream", stream=stream.key)
-        self.client.send_nowait(self.request(stream, "unsubscribe"))
-        self.client.send_nowait(self.request(stream, "subscribe"))
+        # Gate subscriptions add up ("you can subscribe repeatedly"): subscribe alone, with
+        # no unsubscribed moment. (spot.obu refuses a duplicate; it is not used here.)
+        self.send_resubscribe(stream, [self.request(stream, "subscribe")])
 
 
 def build_connector(

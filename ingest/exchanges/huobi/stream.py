@@ -91,12 +91,8 @@ class HuobiHandler(FeedHandler):
         return [self._message("sub", self.topics[s.key]) for s in streams]
 
     def resubscribe(self, stream: Stream) -> None:
-        if self.client is None:
-            return
         name = self.topics[stream.key]
-        self.log.info("resubscribing a stale stream", topic=name)
-        self.client.send_nowait(self._message("unsub", name))
-        self.client.send_nowait(self._message("sub", name))
+        self.send_resubscribe(stream, [self._message("unsub", name), self._message("sub", name)])
 
     async def request_image(self, stream: Stream) -> None:
         """``req`` the full MBP image on this socket (the one whose increments buffer;
