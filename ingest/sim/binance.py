@@ -23,7 +23,7 @@ from ingest.sim import book as books
 from ingest.sim import conn as conns
 from ingest.sim.feed import Feed, LiveMarket, Topic
 from ingest.sim.intervals import native_interval
-from ingest.sim.market import MarketModel, Summary, Trade
+from ingest.sim.market import MarketModel, Summary, Trade, TradeBatch
 from ingest.sim.rest import dumps
 from ingest.sim.spec import fixed
 
@@ -70,6 +70,31 @@ class BinanceFeed(Feed):
             "T": trade.ts_ms, "m": trade.buyer_maker, "M": True,
         })
 
+    def trade_frames(
+        self, topic: Topic, lm: LiveMarket, batch: TradeBatch, now_ms: int
+    ) -> list[conns.Frame]:
+        """``trade_frame`` of each trade, the JSON written directly (as dumps writes it)."""
+        spec = lm.spec
+        pd, qd = spec.price_decimals, spec.qty_decimals
+        prices = lm.texts("b8 price", lambda v: b8(v, pd))
+        qtys = lm.texts("b8 qty", lambda v: b8(v, qd))
+        rows = zip(batch.ids, [prices[p] for p in batch.prices], [qtys[q] for q in batch.qtys],
+                   batch.ts_ms, batch.buyer_maker, strict=True)
+        symbol = dumps(spec.symbol)
+        if topic.params.get("agg"):
+            agg = lm.model.id_base // 2
+            head = f'{{"e":"aggTrade","E":{now_ms},"s":{symbol},"a":'
+            return [
+                f'{head}{g - agg},"p":"{p}","q":"{q}","f":{g},"l":{g},"T":{ts},'
+                f'"m":{"true" if sell else "false"},"M":true}}'
+                for g, p, q, ts, sell in rows
+            ]
+        head = f'{{"e":"trade","E":{now_ms},"s":{symbol},"t":'
+        return [
+            f'{head}{g},"p":"{p}","q":"{q}","T":{ts},"m":{"true" if sell else "false"},"M":true}}'
+            for g, p, q, ts, sell in rows
+        ]
+
     def kline_frame(
         self, topic: Topic, lm: LiveMarket, s: Summary, closed: bool, now_ms: int
     ) -> str:
@@ -112,6 +137,19 @@ class BinanceFeed(Feed):
             else:
                 sent = conn.send(frame) or sent
         return sent
+
+    def deliver_many(self, topic: Topic, frames: list[conns.Frame]) -> int:
+        wrapped: list[conns.Frame] | None = None
+        taken = 0
+        for conn in list(topic.conns):
+            if conn.state.get("combined"):
+                if wrapped is None:
+                    head = f'{{"stream":"{topic.key}","data":'
+                    wrapped = [f"{head}{frame!s}}}" for frame in frames]
+                taken = max(taken, conn.send_many(wrapped))
+            else:
+                taken = max(taken, conn.send_many(frames))
+        return taken
 
     # -- streams and control messages -----------------------------------------------------
 

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--binance-ping-interval", type=float, default=20.0, metavar="S")
     parser.add_argument("--binance-pong-timeout", type=float, default=60.0, metavar="S")
     parser.add_argument("--huobi-ping-interval", type=float, default=5.0, metavar="S")
+    parser.add_argument("--huobi-gzip-level", type=int, default=1, metavar="N",
+                        help="zlib level of HTX frames, 0-9 (default %(default)s); 0 writes "
+                             "stored blocks: valid gzip, uncompressed, far cheaper to make")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -58,6 +61,7 @@ async def main(args: argparse.Namespace) -> int:
             binance_ping_interval_s=args.binance_ping_interval,
             binance_pong_timeout_s=args.binance_pong_timeout,
             huobi_ping_interval_s=args.huobi_ping_interval,
+            huobi_gzip_level=args.huobi_gzip_level,
         )
     except ConfigError as exc:
         print(f"ingest simulate: {exc}", file=sys.stderr)

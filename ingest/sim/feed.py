@@ -21,7 +21,8 @@ from ingest.sim import book as books
 from ingest.sim.conn import ClientConn, Frame
 from ingest.sim.faults import FaultSpec
 from ingest.sim.intervals import Interval
-from ingest.sim.market import MarketModel, Summary, Trade
+from ingest.sim.market import MarketModel, Summary, Trade, TradeBatch
+from ingest.sim.spec import TextCache
 from ingest.sim.walk import TAG_COUNT, draw
 
 
@@ -38,6 +39,7 @@ class FeedConfig:
     binance_pong_timeout_s: float = 60.0
     binance_max_msgs_per_s: int = 5  # Binance disconnects clients above 5 messages/s
     huobi_ping_interval_s: float = 5.0
+    huobi_gzip_level: int = 1  # zlib level of HTX frames; 0: stored (valid gzip, uncompressed)
 
 
 @dataclass
@@ -65,22 +67,31 @@ class LiveMarket:
         self.model = model
         self.spec = model.spec
         self.trade_cursor_ms = now_ms  # trades with ts < cursor have been handled
-        self.new_trades: list[Trade] = []
+        self.new_trades = TradeBatch(0, [], [], [], [])
         self.stats = MarketStats()
         self._book_interval_ms = book_interval_ms
         first_id = 1_000_000_000 + draw(model.key, TAG_COUNT, (1 << 47) + 2) % 9_000_000_000
         self.book = books.Book(model.key, model.qty_mean, first_id)
         self.book.step(model.last_price(now_ms))
         self.last_book_ms = now_ms
+        self._texts: dict[str, TextCache] = {}
+
+    def texts(self, name: str, render: Callable[[int], str]) -> TextCache:
+        """This market's cache of ``render``'s text of prices or quantities (``name`` tells
+        the exchanges' formats apart)."""
+        cache = self._texts.get(name)
+        if cache is None:
+            cache = self._texts[name] = TextCache(render)
+        return cache
 
     def advance(self, now_ms: int, want_trades: bool) -> None:
         """Collect the trades with cursor ≤ ts ≤ now (only if someone may want them: they
         are history either way) and step the book when due."""
         end = now_ms + 1
         if want_trades:
-            self.new_trades = self.model.trades_between(self.trade_cursor_ms, end)
+            self.new_trades = self.model.batch_between(self.trade_cursor_ms, end)
         else:
-            self.new_trades = []
+            self.new_trades = TradeBatch(0, [], [], [], [])
         self.trade_cursor_ms = end
         if now_ms - self.last_book_ms >= self._book_interval_ms:
             self.book.step(self.model.last_price(now_ms))
@@ -181,15 +192,27 @@ class Feed:
                 self._publish_view(topic, lm, now_ms)
 
     def _publish_trades(self, topic: Topic, lm: LiveMarket, now_ms: int) -> None:
+        batch = lm.new_trades
+        if not len(batch):
+            return
+        taken = self.deliver_many(topic, self.trade_frames(topic, lm, batch, now_ms))
+        if taken:
+            self._count_trades(lm, batch.ids[:taken])
+
+    def _count_trades(self, lm: LiveMarket, ids: range) -> None:
+        """Count delivered trades not counted before (another topic of the same market may
+        have delivered them already). Stats ids increase with trade ids."""
         stats = lm.stats
-        for trade in lm.new_trades:
-            if self.deliver(topic, self.trade_frame(topic, lm, trade, now_ms)):
-                trade_id = self.stats_trade_id(lm, trade)
-                if stats.last_trade_id is None or trade_id > stats.last_trade_id:
-                    stats.trades += 1
-                    stats.last_trade_id = trade_id
-                    if stats.first_trade_id is None:
-                        stats.first_trade_id = trade_id
+        last = self.stats_trade_id(lm, ids[-1])
+        if stats.last_trade_id is not None:
+            if last <= stats.last_trade_id:
+                return
+            while self.stats_trade_id(lm, ids[0]) <= stats.last_trade_id:
+                ids = ids[1:]
+        stats.trades += len(ids)
+        stats.last_trade_id = last
+        if stats.first_trade_id is None:
+            stats.first_trade_id = self.stats_trade_id(lm, ids[0])
 
     def _publish_kline(self, topic: Topic, lm: LiveMarket, now_ms: int) -> None:
         iv = topic.interval
@@ -252,17 +275,31 @@ class Feed:
             sent = conn.send(frame) or sent
         return sent
 
+    def deliver_many(self, topic: Topic, frames: list[Frame]) -> int:
+        """Send data frames to every subscriber; how many leading frames at least one took
+        (a subscriber takes a prefix: it stops taking only when it is gone)."""
+        taken = 0
+        for conn in list(topic.conns):
+            taken = max(taken, conn.send_many(frames))
+        return taken
+
     def stats(self) -> dict[str, Any]:
         return {sym: lm.stats.as_json() for sym, lm in self.markets.items()}
 
     # -- exchange-specific hooks ----------------------------------------------------------
 
-    def stats_trade_id(self, lm: LiveMarket, trade: Trade) -> int:
+    def stats_trade_id(self, lm: LiveMarket, trade_id: int) -> int:
         """The id this exchange's clients store for a trade."""
-        return trade.id
+        return trade_id
 
     def trade_frame(self, topic: Topic, lm: LiveMarket, trade: Trade, now_ms: int) -> Frame:
         raise NotImplementedError
+
+    def trade_frames(
+        self, topic: Topic, lm: LiveMarket, batch: TradeBatch, now_ms: int
+    ) -> list[Frame]:
+        """``trade_frame`` of each trade of the batch; exchanges write it faster."""
+        return [self.trade_frame(topic, lm, trade, now_ms) for trade in batch.trades()]
 
     def kline_frame(
         self, topic: Topic, lm: LiveMarket, s: Summary, closed: bool, now_ms: int

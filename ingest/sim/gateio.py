@@ -18,7 +18,7 @@ from ingest.sim import book as books
 from ingest.sim import conn as conns
 from ingest.sim.feed import Feed, LiveMarket, Topic
 from ingest.sim.intervals import native_interval
-from ingest.sim.market import Summary, Trade
+from ingest.sim.market import Summary, Trade, TradeBatch
 from ingest.sim.rest import dumps
 from ingest.sim.walk import draw, stable_key
 
@@ -54,8 +54,8 @@ class SubscribeError(ValueError):
 class GateFeed(Feed):
     exchange = "gateio"
 
-    def stats_trade_id(self, lm: LiveMarket, trade: Trade) -> int:
-        return global_id(lm, trade.id)
+    def stats_trade_id(self, lm: LiveMarket, trade_id: int) -> int:
+        return global_id(lm, trade_id)
 
     def _envelope(self, channel: str, result: Any, now_ms: int) -> str:
         return dumps({
@@ -72,6 +72,29 @@ class GateFeed(Feed):
             "amount": spec.qty_text(trade.qty), "price": spec.price_text(trade.price),
             "range": f"{trade.id}-{trade.id}",
         }, now_ms)
+
+    def trade_frames(
+        self, topic: Topic, lm: LiveMarket, batch: TradeBatch, now_ms: int
+    ) -> list[conns.Frame]:
+        """``trade_frame`` of each trade, the JSON written directly (as dumps writes it)."""
+        spec = lm.spec
+        slot = stable_key(spec.symbol) % 1000  # global_id
+        ids = batch.ids
+        fracs = [d % 10_000 for d in lm.model.draws(13, ids.start, ids.stop)]  # create_time_ms
+        prices = lm.texts("price", spec.price_text)
+        qtys = lm.texts("qty", spec.qty_text)
+        head = (f'{{"time":{now_ms // 1000},"time_ms":{now_ms},"channel":"spot.trades",'
+                f'"event":"update","result":{{"id":')
+        pair = dumps(pair_of(lm))
+        return [
+            f'{head}{g * 1000 + slot},"id_market":{g},"create_time":{ts // 1000},'
+            f'"create_time_ms":"{ts}.{frac:04d}","side":"{"sell" if sell else "buy"}",'
+            f'"currency_pair":{pair},"amount":"{qtys[q]}","price":"{prices[p]}",'
+            f'"range":"{g}-{g}"}}}}'
+            for g, ts, p, q, sell, frac in zip(
+                ids, batch.ts_ms, batch.prices, batch.qtys, batch.buyer_maker, fracs, strict=True
+            )
+        ]
 
     def kline_frame(
         self, topic: Topic, lm: LiveMarket, s: Summary, closed: bool, now_ms: int

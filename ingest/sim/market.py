@@ -29,6 +29,9 @@ from ingest.sim.spec import REFERENCE_USD, MarketSpec
 
 SIDE_PERIOD = 8  # taker sides repeat with this period (see module docstring)
 _MINUTES_PER_DAY = 1440
+_BLOCK = 256  # trade ids per batch of draws
+_KEPT_BLOCKS = 16
+_FEW = 16  # fewer draws than this are cheaper one by one than a block
 
 
 class Trade(NamedTuple):
@@ -37,6 +40,40 @@ class Trade(NamedTuple):
     price: int  # ticks
     qty: int  # qty units
     buyer_maker: bool  # True when the taker sold
+
+
+@dataclass(frozen=True, slots=True)
+class TradeBatch:
+    """Trades with consecutive ids from ``first_id``, by column: what the live feed formats,
+    without a tuple per trade."""
+
+    first_id: int
+    ts_ms: list[int]
+    prices: list[int]
+    qtys: list[int]
+    buyer_maker: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+    @property
+    def ids(self) -> range:
+        return range(self.first_id, self.first_id + len(self.ts_ms))
+
+    def trades(self) -> list[Trade]:
+        new = tuple.__new__
+        return [new(Trade, row) for row in zip(
+            self.ids, self.ts_ms, self.prices, self.qtys, self.buyer_maker, strict=True)]
+
+    def extend(self, other: TradeBatch) -> TradeBatch:
+        """This batch followed by ``other`` (whose ids must continue this one's)."""
+        if not other.ts_ms:
+            return self
+        if not self.ts_ms:
+            return other
+        assert other.first_id == self.first_id + len(self.ts_ms)
+        return TradeBatch(self.first_id, self.ts_ms + other.ts_ms, self.prices + other.prices,
+                          self.qtys + other.qtys, self.buyer_maker + other.buyer_maker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +96,14 @@ class Summary:
 
 
 Node = tuple[walk.OHLC, int, int]  # (ohlc, quote volume, taker-buy quote volume)
+
+
+class _MinutePlan(NamedTuple):
+    """What every trade of a minute shares, drawn once per minute."""
+
+    n: int
+    first_id: int
+    path: walk.TradePath
 
 
 def _share_quote(total: int, ohlcs: list[walk.OHLC], volumes: list[int]) -> list[int]:
@@ -97,6 +142,8 @@ class MarketModel:
         self._hours = functools.lru_cache(maxsize=256)(self._split_day)
         self._minutes = functools.lru_cache(maxsize=2048)(self._split_hour)
         self._prefix: tuple[int, int, int, int] = (-1, 0, 0, 0)  # (minute, k, high, low)
+        self._plan = functools.lru_cache(maxsize=64)(self._plan_minute)
+        self._blocks: dict[tuple[int, int], list[int]] = {}  # (tag, id // _BLOCK) → draws
 
     def _side_pattern(self) -> tuple[bool, ...]:
         bits = walk.draw(self.key, walk.TAG_QTY, (1 << 47) + 1)
@@ -276,43 +323,92 @@ class MarketModel:
     # -- trades ---------------------------------------------------------------------------
 
     def _trade_time(self, minute: int, n: int, j: int, trade_id: int) -> int:
-        frac = walk.draw(self.key, walk.TAG_TRADE_TIME, trade_id) & 0xFFFF
+        frac = self.draws(walk.TAG_TRADE_TIME, trade_id, trade_id + 1)[0] & 0xFFFF
         return minute * MINUTE_MS + MINUTE_MS * ((j << 16) + frac) // (n << 16)
 
     def count_before(self, minute: int, t_ms: int) -> int:
         """How many trades of ``minute`` have ts < t_ms (O(1): trade j lies in the j-th of n
         equal slices of the minute)."""
-        n = self.count(minute)
         offset = t_ms - minute * MINUTE_MS
         if offset <= 0:
             return 0
+        plan = self._plan(minute)
+        n = plan.n
         if offset >= MINUTE_MS:
             return n
         k = offset * n // MINUTE_MS
-        if k < n and self._trade_time(minute, n, k, self.first_id(minute) + k) < t_ms:
+        if k < n and self._trade_time(minute, n, k, plan.first_id + k) < t_ms:
             k += 1
         return k
 
     def trade(self, minute: int, j: int) -> Trade:
         return self.trades(minute, j, j + 1)[0]
 
-    def trades(self, minute: int, j0: int = 0, j1: int | None = None) -> list[Trade]:
-        """Trades j0..j1-1 of ``minute``: first at the open, last at the close, one each at
-        the high and the low, the rest scattered around the open→close drift."""
+    def _plan_minute(self, minute: int) -> _MinutePlan:
         n = self.count(minute)
-        j0, j1 = max(0, j0), n if j1 is None else min(j1, n)
-        ohlc = self.minute_node(minute)[0]
         pick = walk.draw(self.key, walk.TAG_TRADE_EXTREME, minute)
         i_high = 1 + pick % (n - 2)
         i_low = 1 + (pick >> 20) % (n - 3)
         i_low += i_low >= i_high
-        prices = walk.trade_prices(self.key, minute, ohlc, n, (i_high, i_low), j0, j1)
-        g0 = self.first_id(minute)
-        out = []
-        for j, price in zip(range(j0, j1), prices, strict=True):
-            g = g0 + j
-            ts = self._trade_time(minute, n, j, g)
-            out.append(Trade(g, ts, price, self.qty(g), self.sides[g % SIDE_PERIOD]))
+        path = walk.TradePath(self.key, minute, self.minute_node(minute)[0], n, (i_high, i_low))
+        return _MinutePlan(n, self.first_id(minute), path)
+
+    def trades(self, minute: int, j0: int = 0, j1: int | None = None) -> list[Trade]:
+        """Trades j0..j1-1 of ``minute``: first at the open, last at the close, one each at
+        the high and the low, the rest scattered around the open→close drift."""
+        return self.batch(minute, j0, j1).trades()
+
+    def batch(self, minute: int, j0: int = 0, j1: int | None = None) -> TradeBatch:
+        """:meth:`trades` by column. Each column is computed in one pass over the trades."""
+        plan = self._plan(minute)
+        n = plan.n
+        j0, j1 = max(0, j0), n if j1 is None else min(j1, n)
+        g0 = plan.first_id
+        if j0 >= j1:
+            return TradeBatch(g0 + j0, [], [], [], [])
+        start_ms, n16 = minute * MINUTE_MS, n << 16
+        times = [  # _trade_time of each trade
+            start_ms + MINUTE_MS * ((j << 16) + (d & 0xFFFF)) // n16
+            for j, d in zip(range(j0, j1), self.draws(walk.TAG_TRADE_TIME, g0 + j0, g0 + j1),
+                            strict=True)
+        ]
+        mean = self.qty_mean
+        r = [d % mean for d in self.draws(walk.TAG_QTY, g0 + j0 - SIDE_PERIOD, g0 + j1)]
+        qtys = [mean + r_g - r_back for r_g, r_back in zip(r[SIDE_PERIOD:], r, strict=False)]
+        sides = self.sides
+        phase = (g0 + j0) % SIDE_PERIOD
+        periods = (j1 - j0 + phase) // SIDE_PERIOD + 1
+        buyer_maker = list((sides * periods)[phase:phase + j1 - j0])
+        return TradeBatch(g0 + j0, times, plan.path.prices(j0, j1), qtys, buyer_maker)
+
+    def batch_between(self, start_ms: int, end_ms: int) -> TradeBatch:
+        """:meth:`trades_between` (without a limit) by column."""
+        minute = start_ms // MINUTE_MS
+        out = self.batch(minute, self.count_before(minute, start_ms),
+                         self.count_before(minute, end_ms))
+        while (minute := minute + 1) * MINUTE_MS < end_ms:
+            out = out.extend(self.batch(minute, 0, self.count_before(minute, end_ms)))
+        return out
+
+    def draws(self, tag: int, first: int, end: int) -> list[int]:
+        """``walk.draw(self.key, tag, g)`` for trade ids g in [first, end). They are made in
+        blocks of ids, each in one ``walk.draws`` pass, and kept a little while: the live feed
+        asks for a few dozen consecutive ids per tick. A few ids outside the kept blocks (the
+        last trade, for the book) are drawn one by one instead."""
+        blocks = self._blocks
+        if end - first <= _FEW and (tag, first // _BLOCK) not in blocks:
+            return [walk.draw(self.key, tag, g) for g in range(first, end)]
+        out: list[int] = []
+        while first < end:
+            b, offset = divmod(first, _BLOCK)
+            block = blocks.get((tag, b))
+            if block is None:
+                block = blocks[tag, b] = walk.draws(self.key, tag, b * _BLOCK, (b + 1) * _BLOCK)
+                if len(blocks) > _KEPT_BLOCKS:
+                    del blocks[next(iter(blocks))]  # the oldest
+            take = min(end - first, _BLOCK - offset)
+            out += block[offset:offset + take]
+            first += take
         return out
 
     def trades_between(self, start_ms: int, end_ms: int, limit: int = 1 << 30) -> list[Trade]:

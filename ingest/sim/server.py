@@ -76,6 +76,7 @@ class SimOptions:
     binance_pong_timeout_s: float = 60.0
     binance_max_msgs_per_s: int = 5
     huobi_ping_interval_s: float = 5.0
+    huobi_gzip_level: int = 1
     queue_max: int = 10_000
     fault_spec: FaultSpec = field(init=False, default_factory=FaultSpec)
 
@@ -87,6 +88,8 @@ class SimOptions:
             raise ConfigError(f"--rate must be positive, got {self.rate}")
         if not self.symbols:
             raise ConfigError("--symbols must name at least one symbol")
+        if not 0 <= self.huobi_gzip_level <= 9:
+            raise ConfigError(f"--huobi-gzip-level must be 0-9, got {self.huobi_gzip_level}")
         unknown = set(self.exchanges) - set(EXCHANGES)
         if unknown:
             raise ConfigError(f"unknown exchanges {sorted(unknown)} (known: {EXCHANGES})")
@@ -113,6 +116,7 @@ class Simulator:
             binance_pong_timeout_s=options.binance_pong_timeout_s,
             binance_max_msgs_per_s=options.binance_max_msgs_per_s,
             huobi_ping_interval_s=options.huobi_ping_interval_s,
+            huobi_gzip_level=options.huobi_gzip_level,
         )
         per_minute = options.per_market_trades_per_minute()
         self.feeds: dict[str, Feed] = {}
@@ -339,7 +343,7 @@ async def start_simulator(
     ``opts`` are :class:`SimOptions` fields: seed, symbols, rate, trades_per_minute,
     duration_s, faults (spec text or FaultSpec), clock, exchanges, tick_s, kline_interval_s,
     book_interval_s, binance_ping_interval_s, binance_pong_timeout_s, binance_max_msgs_per_s,
-    huobi_ping_interval_s, queue_max.
+    huobi_ping_interval_s, huobi_gzip_level, queue_max.
     """
     try:
         options = SimOptions(**opts)

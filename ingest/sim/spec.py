@@ -4,6 +4,7 @@ integer prices and quantities become the exchange's decimal text."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ingest.sim import walk
@@ -39,6 +40,22 @@ def fixed(value: int, decimals: int) -> str:
     sign = "-" if value < 0 else ""
     digits = str(abs(value)).rjust(decimals + 1, "0")
     return f"{sign}{digits[:-decimals]}.{digits[-decimals:]}"
+
+
+class TextCache(dict[int, str]):
+    """``fixed``-style text of integers, each formatted once: ``cache[value]``. The live feed
+    formats the same few thousand prices and quantities over and over. Cleared when large."""
+
+    def __init__(self, render: Callable[[int], str], max_size: int = 10_000) -> None:
+        super().__init__()
+        self._render = render
+        self._max_size = max_size
+
+    def __missing__(self, value: int) -> str:
+        if len(self) >= self._max_size:
+            self.clear()
+        text = self[value] = self._render(value)
+        return text
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,14 @@ known without looking at its minutes, and aggregating the minutes reproduces it 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+from array import array
 
 MASK64 = (1 << 64) - 1
 TWO64 = float(1 << 64)
+_LANE_ONE = (1).to_bytes(16, "little")
 
 OHLC = tuple[int, int, int, int]  # open, high, low, close in price ticks
 
@@ -52,6 +55,38 @@ def stable_key(*parts: object) -> int:
 def draw(key: int, tag: int, index: int) -> int:
     """The 64-bit number for (key, tag, index). ``index`` must be in [0, 2**48)."""
     return mix64(key ^ mix64((tag << 48) ^ index))
+
+
+def draws(key: int, tag: int, start: int, stop: int) -> list[int]:
+    """``draw(key, tag, i)`` for i in [start, stop), all at once.
+
+    Pure Python pays per operation, not per bit, so the values ride in one big int, 64-bit
+    lanes 128 bits apart: each step of mix64 is then one big-int operation for all of them
+    (a product of a lane and a 64-bit constant fits its 128 bits; every shift is masked back
+    to the lanes before the next product).
+    """
+    n = stop - start
+    if n <= 0:
+        return []
+    ones, lanes, golden, ramp = _lane_constants(n)
+    x = ones * ((tag << 48) + start) + ramp  # lane i: (tag << 48) ^ (start + i), as i < 2**48
+    for salt in (0, key):  # mix64(key ^ mix64((tag << 48) ^ i))
+        if salt:
+            x ^= ones * salt
+        x = (x + golden) & lanes
+        x = ((x ^ (x >> 30)) & lanes) * 0xBF58476D1CE4E5B9 & lanes
+        x = ((x ^ (x >> 27)) & lanes) * 0x94D049BB133111EB & lanes
+        x = (x ^ (x >> 31)) & lanes
+    return array("Q", x.to_bytes(16 * n, "little"))[::2].tolist()
+
+
+@functools.lru_cache(maxsize=8)
+def _lane_constants(n: int) -> tuple[int, int, int, int]:
+    """For ``n`` lanes: 1 in each, 2**64 - 1 in each, mix64's constant in each, i in lane i."""
+    ones = int.from_bytes(_LANE_ONE * n, "little")
+    ramp = array("Q", bytes(16 * n))
+    ramp[::2] = array("Q", range(n))
+    return ones, ones * MASK64, ones * 0x9E3779B97F4A7C15, int.from_bytes(ramp.tobytes(), "little")
 
 
 def unit(key: int, tag: int, index: int) -> float:
@@ -170,47 +205,105 @@ def allocate(total: int, weights: list[int]) -> list[int]:
     return parts
 
 
-def _bump(distance: float, width: float) -> float:
-    """1 at distance 0, falling smoothly to 0 at ``width``."""
-    r = distance / width
-    return (1.0 - r * r) ** 2 if r < 1.0 else 0.0
-
-
-def trade_prices(
-    key: int, minute: int, ohlc: OHLC, n: int, picks: tuple[int, int], j0: int, j1: int
-) -> list[int]:
-    """Prices of trades j0..j1-1 of a minute with ``n`` trades and candle ``ohlc``.
+class TradePath:
+    """Prices of the trades of one minute with ``n`` trades and candle ``ohlc``.
 
     The first trade is at the open, the last at the close, trade ``picks[0]`` at the high and
     ``picks[1]`` at the low; in between the price wanders smoothly from open to close, with a
     short excursion up to the high and down to the low around their trades.
-    """
-    o, h, low, c = ohlc
-    spread = h - low
-    last = n - 1
-    i_high, i_low = picks
-    width = max(0.08, 2.5 / last)
 
-    def path(x: float) -> float:
-        w = wander(key, TAG_TRADE_PRICE, minute * 3 + x * 3)
+    The minute's noise knots are drawn once here, so :meth:`prices` costs a few float
+    operations per trade; the arithmetic is exactly :func:`wander`'s, so the prices do not
+    depend on how a minute's trades are sliced.
+    """
+
+    __slots__ = ("_c", "_drop", "_h", "_knots", "_last", "_lift", "_low", "_minute", "_o",
+                 "_picks", "_width", "_x_high", "_x_low")
+
+    def __init__(
+        self, key: int, minute: int, ohlc: OHLC, n: int, picks: tuple[int, int]
+    ) -> None:
+        self._o, self._h, self._low, self._c = ohlc
+        self._minute = minute
+        self._last = n - 1
+        self._picks = picks
+        self._width = max(0.08, 2.5 / self._last)
+        # Knots of wander(minute * 3 + x * 3) for x in [0, 1]: octave 1 at 3m..3m+4, octave 2
+        # at 12m..12m+13 (value_noise needs the knot after floor(x) too).
+        self._knots = tuple(
+            [unit(key, TAG_TRADE_PRICE, (octave << 44) + i) * 2.0 - 1.0
+             for i in range(first, first + count)]
+            for octave, first, count in ((1, minute * 3, 5), (2, minute * 12, 14))
+        )
+        self._x_high, self._x_low = picks[0] / self._last, picks[1] / self._last
+        self._lift = self._h - self._path(self._x_high)
+        self._drop = self._low - self._path(self._x_low)
+
+    def _path(self, x: float) -> float:
+        o, c, spread = self._o, self._c, self._h - self._low
+        w = self._wander(self._minute * 3 + x * 3)
         return o + (c - o) * x + w * 4 * x * (1 - x) * spread * 0.35
 
-    x_high, x_low = i_high / last, i_low / last
-    lift, drop = h - path(x_high), low - path(x_low)
-    out = []
-    for j in range(j0, j1):
-        if j == 0:
-            price = o
-        elif j == last:
-            price = c
-        elif j == i_high:
-            price = h
-        elif j == i_low:
-            price = low
-        else:
+    def _wander(self, x: float) -> float:
+        (k1, k2), m = self._knots, self._minute
+        i = math.floor(x)
+        f = x - i
+        a, b = k1[i - m * 3], k1[i - m * 3 + 1]
+        v1 = a + (b - a) * (f * f * (3.0 - 2.0 * f))
+        x4 = x * 4
+        i = math.floor(x4)
+        f = x4 - i
+        a, b = k2[i - m * 12], k2[i - m * 12 + 1]
+        return 0.7 * v1 + 0.3 * (a + (b - a) * (f * f * (3.0 - 2.0 * f)))
+
+    def prices(self, j0: int, j1: int) -> list[int]:
+        """Prices of trades j0..j1-1: ``_path`` and ``squash`` inlined, the same arithmetic
+        (operation for operation, so the same floats)."""
+        o, h, low, c = self._o, self._h, self._low, self._c
+        if h <= low:
+            return [low] * (j1 - j0)
+        spread, last, width = h - low, self._last, self._width
+        x_high, x_low, lift, drop = self._x_high, self._x_low, self._lift, self._drop
+        near = width * 1.01  # cheap pre-test for the excursions; the exact one follows
+        k1, k2 = self._knots
+        m3, rise = self._minute * 3, c - o
+        m12 = m3 * 4
+        # squash(level, low, h) without its clamp: mid ± half are exactly h and low, and
+        # |tanh| <= 1, so the rounded result is always within [low, h].
+        half = (h - low) / 2
+        mid = low + half
+        floor, tanh = math.floor, math.tanh
+        out = []
+        append = out.append
+        # The noise knots change every quarter unit of the wander position, which only
+        # grows with j: look them up when it crosses into the next quarter.
+        i1 = i2 = 0
+        a1 = d1 = a2 = d2 = 0.0
+        next_quarter = -math.inf
+        for j in range(j0, j1):
             x = j / last
-            level = path(x) + lift * _bump(abs(x - x_high), width)
-            level += drop * _bump(abs(x - x_low), width)
-            price = squash(level, low, h)
-        out.append(price)
-    return out
+            xw = m3 + x * 3
+            xw4 = xw * 4  # exact: floor(xw4) // 4 == floor(xw)
+            if xw4 >= next_quarter:
+                i2 = floor(xw4)
+                i1, next_quarter = i2 // 4, i2 + 1
+                a1, d1 = k1[i1 - m3], k1[i1 - m3 + 1] - k1[i1 - m3]
+                a2, d2 = k2[i2 - m12], k2[i2 - m12 + 1] - k2[i2 - m12]
+            f = xw - i1
+            v1 = a1 + d1 * (f * f * (3.0 - 2.0 * f))
+            f = xw4 - i2
+            w = 0.7 * v1 + 0.3 * (a2 + d2 * (f * f * (3.0 - 2.0 * f)))
+            level = o + rise * x + w * 4 * x * (1 - x) * spread * 0.35
+            if -near < x - x_high < near:
+                r = abs(x - x_high) / width
+                if r < 1.0:
+                    level += lift * (1.0 - r * r) ** 2
+            if -near < x - x_low < near:
+                r = abs(x - x_low) / width
+                if r < 1.0:
+                    level += drop * (1.0 - r * r) ** 2
+            append(round(mid + half * tanh((level - mid) / half)))
+        for j, pinned in ((0, o), (last, c), (self._picks[0], h), (self._picks[1], low)):
+            if j0 <= j < j1:
+                out[j - j0] = pinned
+        return out

@@ -56,17 +56,25 @@ def test_frame_faults_dup_reorder_malform() -> None:
         json.loads(gzip.decompress(binary))
 
 
-class _StuckWs:
-    """A websocket whose peer never reads: every send waits forever."""
+class _Ws:
+    closed = False
 
-    async def send_str(self, data: str) -> None:
+
+class _StuckStream:
+    """The response's writer when the peer never reads: the transport stays paused."""
+
+    async def drain(self) -> None:
         await asyncio.Event().wait()
-
-    send_bytes = send_str
 
 
 class _Transport:
     aborted = False
+
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
 
     def is_closing(self) -> bool:
         return self.aborted
@@ -84,15 +92,16 @@ class _Request:
 
 async def test_slow_client_is_dropped_not_buffered() -> None:
     request = _Request()
-    conn = ClientConn(_StuckWs(), request, "binance", queue_max=10,  # type: ignore[arg-type]
-                      faults=FaultSpec(), seed=1)
+    conn = ClientConn(_Ws(), request, "binance", queue_max=10,  # type: ignore[arg-type]
+                      faults=FaultSpec(), seed=1, stream=_StuckStream())
     writer = asyncio.create_task(conn.run_writer())
-    assert conn.send("first")
-    await asyncio.sleep(0)  # the writer takes it and blocks sending it
-    results = [conn.send(f"frame {i}") for i in range(20)]
-    assert results[:10] == [True] * 10 and results[10] is False
-    assert conn.closed and request.transport.aborted and conn.queue.qsize() == 10
-    assert conn.send("more") is False
+    assert conn.send("first") and conn.send_many(["second", "third"]) == 2
+    await asyncio.sleep(0)  # the writer writes them and blocks until the peer reads
+    assert request.transport.written == b"\x81\x05first\x81\x06second\x81\x05third"
+    results = [conn.send(f"frame {i}") for i in range(8)]
+    assert results == [True] * 8 and conn.send_many(["a", "b", "c"]) == 2
+    assert conn.closed and request.transport.aborted and conn.queued == 10
+    assert conn.send("more") is False and conn.send_many(["more"]) == 0
     writer.cancel()
 
 
