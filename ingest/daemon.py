@@ -20,7 +20,7 @@ import dataclasses
 import signal
 import time
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -33,8 +33,9 @@ from ingest.db.local import database_settings
 from ingest.db.policies import retention_loop
 from ingest.db.pool import connect_with_retry
 from ingest.errors import ConfigError, IngestError
+from ingest.exchanges.connector import Connector
 from ingest.exchanges.plan import plan_streams
-from ingest.feeds import build_feeds, run_feeds
+from ingest.feeds import build_feeds, check_feeds, run_feeds
 from ingest.health import HealthServer
 from ingest.logs import get_logger
 from ingest.metrics.service import MetricsService
@@ -171,6 +172,7 @@ async def _pipeline(service: Service) -> None:
         await http.start()
         connectors = build_feeds(settings, sink, http, recorder=recorder, shard=opts.shard,
                                  on_reconnect=repairer.on_reconnect if repairer else None)
+        await check_markets(connectors)
         metrics = (MetricsService(settings, session, sink, pool=service.pool)
                    if settings.metrics.enabled else None)
         service.observer.set_sink(sink)
@@ -195,6 +197,21 @@ async def _pipeline(service: Service) -> None:
             recorder.close(timeout_s=1.0)
         if sim is not None:
             await sim.stop()
+
+
+MARKET_CHECK_BUDGET_S = 30.0
+
+
+async def check_markets(connectors: Sequence[Connector]) -> None:
+    """A configured symbol the exchange does not list is a ConfigError (exit 2) before any
+    stream starts. An exchange that cannot be asked in time is logged and not waited for:
+    its streams will tell (a network outage must not keep the service from starting)."""
+    try:
+        async with asyncio.timeout(MARKET_CHECK_BUDGET_S):
+            await check_feeds(connectors)
+    except TimeoutError:
+        log.warning("could not check the exchanges' market lists in time; starting anyway",
+                    budget_s=MARKET_CHECK_BUDGET_S)
 
 
 def start_pipeline(service: Service) -> None:

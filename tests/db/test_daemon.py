@@ -153,3 +153,33 @@ async def test_a_crashing_component_stops_the_service(database_url: str,
     code = await asyncio.wait_for(
         daemon.run_service(settings_for(database_url), argparse.Namespace(), stop), timeout=30)
     assert code == 1 and stop.is_set()
+
+
+async def test_a_symbol_the_exchange_does_not_list_stops_the_service_with_exit_2(
+    database_url: str, tmp_path: Path,
+) -> None:
+    from structlog.testing import capture_logs
+
+    from ingest.settings import parse_settings
+    from ingest.sim import start_simulator
+
+    sim = await start_simulator("127.0.0.1", 0, seed=3, symbols=("BTC/USDT",))
+    try:
+        binance = {**sim.endpoints()["binance"], "symbols": ["BTC/USDT", "NOPE/USDT"],
+                   "channels": ["trades"]}
+        settings = parse_settings({
+            "database": {"url": database_url},
+            "writer": {"spool_dir": str(tmp_path / "spool")},
+            "backfill": {"gap_repair": False}, "metrics": {"enabled": False},
+            "exchanges": {"binance": binance, "gateio": {"enabled": False},
+                          "huobi": {"enabled": False}},
+        }, "<test>")
+        with capture_logs() as logs:
+            code = await asyncio.wait_for(daemon.run_service(
+                settings, argparse.Namespace(health_port=0), asyncio.Event()), timeout=60)
+    finally:
+        await sim.stop()
+    assert code == 2
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"] for e in errors] == ["configuration error; stopping the service"]
+    assert "NOPE/USDT" in errors[0]["error"] and "binance" in errors[0]["error"]
