@@ -41,7 +41,12 @@ BUILDERS: dict[str, Builder] = {
     "gateio": gateio.build_connector,
     "huobi": huobi.build_connector,
 }
-_HEADROOM = 0.8
+# Shares of each exchange's published REST budget, per IP: the live book snapshots take
+# LIVE_SHARE, gap repair's ccxt client REPAIR_SHARE (backfill_repair), 20 % stays free for
+# anything else on the host. The two limiters do not see each other, so their sum is what
+# must stay under the limit.
+LIVE_SHARE = 0.5
+REPAIR_SHARE = 0.3
 # (units per window, window seconds) as each exchange publishes them.
 _PUBLISHED: dict[str, tuple[float, float]] = {
     "binance": (binance_rest.WEIGHT_PER_MIN, 60.0),
@@ -72,7 +77,7 @@ def rest_limiter(exchange: str, settings: ExchangeSettings) -> RateLimiter:
     limit, window_s = _PUBLISHED[exchange]
     units = _REQUEST_UNITS.get(exchange, 1.0)
     requests = settings.rest_requests_per_min * window_s / 60.0
-    per_window = min(limit * _HEADROOM, requests * units)
+    per_window = min(limit * LIVE_SHARE, requests * units)
     # A quarter may go at once, the rest refills over the window (burst + refill stays
     # within per_window); the bucket must still hold one request (Binance depth: 50).
     burst = max(units, per_window * 0.25)

@@ -85,12 +85,23 @@ def test_chunk_keeps_symbols_together_when_they_fit() -> None:
     assert [len(g) for g in chunk(streams, 2)] == [2, 1, 2, 1, 2, 1]
 
 
-def test_rest_limiter_budget_stays_under_the_published_limit() -> None:
+def test_live_and_repair_rest_budgets_together_stay_under_the_published_limit() -> None:
+    from ingest.backfill_repair import GapRepairer
+    from ingest.settings import parse_settings
+
     ex = ExchangeSettings(rest_requests_per_min=100_000)
+    rates = GapRepairer(parse_settings({}, "t"), None, None).backfiller.rate_limit_ms  # type: ignore[arg-type]
+    # ccxt's units: Binance 1 unit = weight 5, Gate and HTX 1 unit = 1 request.
+    repair_per_min = {ex: 60_000 / ms for ex, ms in rates.items()}
     binance = rest_limiter("binance", ex)
-    assert binance.burst + binance.rate_per_s * 60 <= 6000 * 0.8 + 1e-6
+    live = binance.burst + binance.rate_per_s * 60
+    assert live + repair_per_min["binance"] * 5 <= 6000 * 0.8 + 1e-6
     gate = rest_limiter("gateio", ex)
-    assert gate.burst + gate.rate_per_s * 10 <= 200 * 0.8 + 1e-6
+    live = gate.burst + gate.rate_per_s * 10
+    assert live + repair_per_min["gateio"] / 6 <= 200 * 0.8 + 1e-6
+    huobi = rest_limiter("huobi", ex)
+    live = huobi.burst + huobi.rate_per_s * 60
+    assert live + repair_per_min["huobi"] <= 800 * 0.8 + 1e-6
     tiny = rest_limiter("binance", ExchangeSettings(rest_requests_per_min=1))
     assert tiny.burst >= 50  # still holds one depth request
 
