@@ -145,3 +145,15 @@ async def test_book_full_image_then_gap_fetches_rest_for_that_pair_only(
         assert books["BTCUSDT"].top(2) == ((("100", "3"), ("98", "4")), (("101.5", "2"),))
         assert books["ETHUSDT"].last_id == 70 and len(calls) == 1
         await until(lambda: any(s.last_update_id == 1011 for s in sink.snapshots("BTCUSDT")))
+
+
+def test_at_most_500_streams_per_socket_so_every_subscribe_is_sent_within_60_s(
+    http: HttpClient,
+) -> None:
+    symbols = [f"C{i:02d}/USDT" for i in range(80)]  # 80 x 8 intervals = 640 streams
+    st = ExchangeSettings(symbols=tuple(symbols), channels=("candles",),
+                          candle_intervals=("1m", "5m", "15m", "30m", "1h", "4h", "1d", "7d"),
+                          max_streams_per_connection=1024, ws_url="ws://127.0.0.1:9/")
+    c = build_connector(st, symbols, FakeSink(), http, options=fast_options())
+    sizes = [len(h.streams) for h in c.handlers]
+    assert sum(sizes) == 640 and len(sizes) == 2 and max(sizes) <= 500  # a pair stays whole

@@ -46,6 +46,11 @@ from ingest.transport.ws import Frame, Outgoing, WsConfig
 EXCHANGE = "gateio"
 BOOK_INTERVAL = "100ms"
 PING_INTERVAL_S = 10.0
+SEND_RATE_PER_S = 10.0
+# A subscribe's "time" must be within 60 s of Gate's clock and every subscribe of a socket is
+# stamped when the socket opens: at 10 a second the 500th goes out 50 s later. More streams
+# than this per socket would be refused, so they go on another socket.
+MAX_STREAMS_PER_SOCKET = 500
 
 
 def subscription(stream: Stream) -> tuple[str, list[str]]:
@@ -116,10 +121,11 @@ def build_connector(
     config = options.ws_config(WsConfig(
         stale_after_s=settings.stale_after_s, ping_interval_s=PING_INTERVAL_S,
         close_timeout_s=CLOSE_TIMEOUT_S,
-        send_rate_per_s=10.0, send_burst=5.0,
+        send_rate_per_s=SEND_RATE_PER_S, send_burst=5.0,
     ))
     limiter = options.limiter(EXCHANGE)
-    for i, group in enumerate(chunk(streams, settings.max_streams_per_connection)):
+    per_socket = min(settings.max_streams_per_connection, MAX_STREAMS_PER_SOCKET)
+    for i, group in enumerate(chunk(streams, per_socket)):
         handler = GateHandler(connector, f"ws{i}", group, settings.ws_url)
         connector.attach(handler, config, connect_limiter=limiter, recorder=recorder)
 
