@@ -51,6 +51,7 @@ class DirectClientConnection(ClientConnection):
 
     on_message: Callable[[Frame], None] | None = None
     on_control: Callable[[], None] | None = None  # a ping or pong arrived
+    on_invalid_text: Callable[[bytes], None] | None = None  # a text frame that is not UTF-8
 
     def process_event(self, event: Event) -> None:
         if (type(event) is WsFrame and self.on_control is not None
@@ -63,7 +64,9 @@ class DirectClientConnection(ClientConnection):
             if opcode is Opcode.TEXT:
                 try:
                     text = bytes(event.data).decode()
-                except UnicodeDecodeError:  # the protocol has failed the socket (1007)
+                except UnicodeDecodeError:  # the library checks this only in recv()
+                    if self.on_invalid_text is not None:
+                        self.on_invalid_text(bytes(event.data))
                     return
                 on_message(text)
                 return
@@ -90,7 +93,8 @@ class WsConnection:
         self.id = conn_id
         self.url = url
         self.opened_at = client.clock()
-        self.last_frame_at = self.opened_at
+        self.last_frame_at = self.opened_at  # any frame: data, ping or pong
+        self.last_data_at = self.opened_at
         self.frames = 0
         self.error = ""  # why it ended, when it was not our choice
         self._ws = ws
@@ -111,6 +115,7 @@ class WsConnection:
         if isinstance(ws, DirectClientConnection):
             ws.on_message = self._on_direct
             ws.on_control = self._on_ping_or_pong
+            ws.on_invalid_text = self._on_invalid_text
 
     def __repr__(self) -> str:
         return f"<WsConnection {self.id} {self.url} {'closed' if self.closed else 'open'}>"
@@ -255,8 +260,14 @@ class WsConnection:
         loop also ends when the socket does."""
         try:
             async for message in self._ws:
-                while self._drainer is not None:  # frames before this one go first
-                    await asyncio.shield(self._drainer)
+                if self._backlog is not None:
+                    # Downstream is full and the drainer holds earlier frames: this one
+                    # goes after them, and nothing more is taken from the library's queue
+                    # (its own flow control then holds the socket) until they are done.
+                    self._backlog.append(message)
+                    if self._drainer is not None:
+                        await asyncio.shield(self._drainer)
+                    continue
                 self._deliver(message)
         except ConnectionClosedError as exc:
             if exc.sent is not None and exc.sent.code == _CLOSE_TOO_BIG:
@@ -275,6 +286,12 @@ class WsConnection:
         # Proof the socket is alive (Binance pings every 20 s): a socket whose streams are
         # all quiet (illiquid pairs) is not dead. Quiet streams are the watchdog's business.
         self.last_frame_at = self.client.clock()
+
+    def _on_invalid_text(self, data: bytes) -> None:
+        # One bad frame is counted and logged, never fatal (as a parser's refusal).
+        self.client.stats.frames_rejected += 1
+        self.client.log.warning("ws.frame_rejected", conn=self.id, reason="invalid_utf8",
+                                error="text frame is not UTF-8", frame=snippet(data))
 
     def _on_direct(self, message: Frame) -> None:
         if self._backlog is not None:  # the handler is waiting: keep the order
@@ -334,7 +351,7 @@ class WsConnection:
         client = self.client
         stats = client.stats
         recv_ts = time.time()
-        self.last_frame_at = client.clock()
+        self.last_frame_at = self.last_data_at = client.clock()
         self.frames += 1
         stats.frames_received += 1
         stats.bytes_received += len(message)

@@ -477,6 +477,7 @@ async def test_frames_keep_their_order_while_the_handler_waits_and_reading_pause
     client = make_client(handler)
     async with running(client):
         await until(lambda: len(handler.frames) == 6, what="first six frames")
+        await until(lambda: client.current is not None, what="connected")
         conn = client.current
         assert conn is not None
         transport = conn._ws.transport
@@ -506,3 +507,107 @@ async def test_send_all_nowait_queues_all_or_none(ws_server: Any) -> None:
         assert conn.queued == 3
         await until(lambda: len(server.conns[0].received) == 3)
     assert server.conns[0].received == ["a", "b", "d"]
+
+
+async def test_a_queued_message_taken_while_the_handler_waits_keeps_its_place(
+    ws_server: Any,
+) -> None:
+    """A fragmented message (the library's queue) taken off that queue while the handler
+    waits for room goes before the frames that arrive once reading resumes."""
+    release, go, sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    class Waiting(Handler):
+        def handle_frame(self, frame: Frame, recv_ts: float) -> Any:
+            super().handle_frame(frame, recv_ts)
+            return self.wait_for_room() if json.loads(frame)["n"] == 5 else None
+
+        async def wait_for_room(self) -> None:
+            await release.wait()
+
+    async def behaviour(server: WsServer, conn: ServerConn) -> None:
+        for n in range(6):
+            await conn.ws.send(json.dumps({"n": n}))
+        await conn.ws.send(['{"n": ', "6", "}"])  # fragmented: the library's queue
+        closed = asyncio.ensure_future(conn.ws.wait_closed())
+        await asyncio.wait({closed, asyncio.ensure_future(go.wait())},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if closed.done():  # the test failed early: do not hold the server open
+            return
+        for n in range(7, 20):  # held in the socket while the client does not read
+            await conn.ws.send(json.dumps({"n": n}))
+        sent.set()
+        await conn.collect()
+
+    server = await ws_server(behaviour)
+    handler = Waiting(server.url)
+    client = make_client(handler)
+    async with running(client):
+        await until(lambda: len(handler.frames) == 6, what="frames 0-5, the last one waiting")
+        await until(lambda: client.current is not None, what="connected")
+        conn = client.current
+        assert conn is not None
+        ws = conn._ws
+        await until(lambda: not ws.recv_messages.frames.queue, what="message 6 taken")
+        assert not ws.transport.is_reading()
+        go.set()
+        await sent.wait()
+        release.set()
+        await until(lambda: len(handler.frames) == 20, what="all frames")
+    assert [m["n"] for _, m in handler.frames] == list(range(20))
+
+
+async def test_a_text_frame_that_is_not_utf8_is_counted_not_fatal(ws_server: Any) -> None:
+    from websockets.frames import Frame as WsFrame
+    from websockets.frames import Opcode
+
+    async def behaviour(server: WsServer, conn: ServerConn) -> None:
+        await conn.ws.recv()  # the client's subscribe: it is streaming now
+        conn.ws.protocol.send_frame(WsFrame(Opcode.TEXT, b'{"n": "\xff"}'))
+        conn.ws.send_data()
+        await conn.ws.send('{"good": true}')
+        await conn.collect()
+
+    server = await ws_server(behaviour)
+    handler = Handler(server.url, subs=('{"sub": 1}',))
+    client = make_client(handler)
+    async with running(client):
+        await until(lambda: len(handler.frames) == 1)
+    assert handler.frames[0][1] == {"good": True}
+    assert client.stats.frames_rejected == 1
+    assert client.stats.connects == 1
+
+
+async def test_a_socket_that_only_pings_for_ten_periods_is_replaced(ws_server: Any) -> None:
+    """Every subscription may have died on a socket the exchange keeps open (and pings)."""
+    pinged, go = asyncio.Event(), asyncio.Event()
+
+    async def pings_only(server: WsServer, conn: ServerConn) -> None:
+        closed = asyncio.ensure_future(conn.ws.wait_closed())
+        while True:
+            asked = asyncio.ensure_future(go.wait())
+            await asyncio.wait({asked, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if closed.done():
+                asked.cancel()
+                return
+            go.clear()
+            await asyncio.wait_for(await conn.ws.ping(b"binance"), 5)
+            pinged.set()
+
+    server = await ws_server(pings_only)
+    clock = FakeClock()
+    client = make_client(Handler(server.url), clock=clock, config=WsConfig(
+        backoff=TINY_BACKOFF, proxy=None, ping_interval_s=None, stale_after_s=30,
+        watchdog_interval_s=3600))
+    async with running(client):
+        await until(lambda: client.state is WsState.CONNECTED)
+        for _ in range(14):  # 280 s of pings and no data: alive
+            clock.advance(20)
+            go.set()
+            await pinged.wait()
+            pinged.clear()
+            client.check()
+            assert client.stats.stale_connections == 0
+        clock.advance(20)  # 300 s = 10 periods
+        client.check()
+        await until(lambda: client.stats.reconnects == 1)
+    assert client.stats.stale_connections == 1
