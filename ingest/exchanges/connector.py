@@ -247,8 +247,12 @@ class Connector:
         the gap-repair hook learns which symbols to look at."""
         self.counters["reconnects"] += 1
         if self.keeper is not None:
-            # Updates were missed while the socket was down: those books resync.
-            self.keeper.drop(self._book_symbols(handler), "reconnected")
+            # Updates were missed while the socket was down: those books resync now (a
+            # quiet book would otherwise wait for its next update or the watchdog).
+            books = self._book_symbols(handler)
+            self.keeper.drop(books, "reconnected")
+            for symbol in books:
+                self.keeper.request(symbol, "reconnected")
         repairable = [s for s in handler.streams.values() if s.channel in ("trades", "candles")]
         self.finalizer.forget_open({s.symbol for s in repairable if s.channel == "candles"})
         if self.on_reconnect is None or not repairable:

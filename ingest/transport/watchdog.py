@@ -65,10 +65,11 @@ class StreamWatchdog:
             stream.fired = 0
 
     def rearm(self, now: float) -> None:
-        """Give every stream a fresh grace period (after a reconnect) without forgetting
-        when it last spoke."""
+        """A new socket: every stream gets one fresh period (its backoff starts over)
+        without forgetting when it last spoke."""
         for stream in self._streams.values():
-            stream.next_due = max(stream.next_due, now + stream.stale_after_s)
+            stream.next_due = now + stream.stale_after_s
+            stream.fired = 0
 
     def quiet_for(self, key: str, now: float) -> float:
         return now - self._streams[key].last_seen

@@ -51,6 +51,11 @@ __all__ = [
 ]
 
 
+# A socket whose streams all stay quiet this many stale_after_s periods (answering pings
+# all along) is replaced: resubscribing its streams one by one has not brought data back.
+DATA_SILENCE_PERIODS = 10
+
+
 class WsClient:
     """A websocket that stays connected until ``close()`` or cancellation of ``run()``."""
 
@@ -172,6 +177,13 @@ class WsClient:
             # Not a frame, ping or pong: the socket is dead. Reconnect, do not resubscribe.
             self.stats.stale_connections += 1
             self.reconnect(f"no frames for {silent_s:.1f} s")
+            return []
+        no_data_s = now - conn.last_data_at
+        if no_data_s >= cfg.stale_after_s * DATA_SILENCE_PERIODS:
+            # Pings only, for many periods: every subscription may have died on a socket
+            # the exchange keeps open. Illiquid pairs pay one reconnect per this long.
+            self.stats.stale_connections += 1
+            self.reconnect(f"no data for {no_data_s:.0f} s, only pings")
             return []
         if self._retry_rotation is not None and now >= self._retry_rotation[0]:
             self.rotate(self._retry_rotation[1])

@@ -184,6 +184,30 @@ async def test_no_snapshot_from_a_book_whose_socket_is_down_and_it_resyncs_after
         assert not keeper.books["BTCUSDT"].synced
 
 
+async def test_after_a_reconnect_a_quiet_book_is_fetched_again_at_once(
+    fake_ws: Any, rest_app: Any, http: HttpClient
+) -> None:
+    ws = await fake_ws()
+    api = DepthApi()
+    api.books["BTCUSDT"] = {"lastUpdateId": 100, "bids": [["100.0", "1"]], "asks": [["101.0", "1"]]}
+    rest = await rest_app([web.get("/binance/api/v3/depth", api.handle)])
+    st = settings(ws, rest + "/binance", channels=("book",), symbols=("BTC/USDT",))
+    c = build_connector(st, ["BTC/USDT"], FakeSink(), http, options=fast_options())
+    assert c.keeper is not None
+    book = c.keeper.books["BTCUSDT"]
+    async with running(c):
+        await until(lambda: ws.live())
+        await ws.send(ws.live()[0], depth("BTCUSDT", 99, 101))
+        await until(lambda: book.synced and book.last_id == 101)
+        api.books["BTCUSDT"]["lastUpdateId"] = 250  # what the exchange's book is now
+        await ws.live()[0].ws.close()
+        # Reconnected; the symbol sends nothing, and its book is fetched again anyway.
+        await until(lambda: c.counters["reconnects"] == 1, what="reconnected")
+        await until(lambda: book.synced and book.last_id == 250, what="quiet book resynced")
+    assert api.count("BTCUSDT") == 2
+    assert c.stats()["book"]["books"]["BTCUSDT"]["dropped"] == 1
+
+
 async def test_server_shutdown_rotates_make_before_break(fake_ws: Any, http: HttpClient) -> None:
     ws = await fake_ws()
     sink = FakeSink()

@@ -63,3 +63,13 @@ def test_a_stream_that_stays_quiet_is_reported_less_and_less_often() -> None:
     assert wd.due(now=2010) == [("illiquid@kline_1m", 10)]
     assert wd.due(now=2019) == []
     assert wd.due(now=2020) == [("illiquid@kline_1m", 20)]
+
+
+def test_rearm_after_a_reconnect_starts_the_backoff_over() -> None:
+    wd = StreamWatchdog(stale_after_s=10)
+    wd.watch("quiet", now=0)
+    for t in (10, 20, 40, 80):  # backed off: the next report would be at 160
+        assert wd.due(now=t) == [("quiet", t)]
+    wd.rearm(now=85)  # a new socket
+    assert wd.due(now=94) == []
+    assert wd.due(now=95) == [("quiet", 95)]
