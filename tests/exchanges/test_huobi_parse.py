@@ -14,12 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.errors import ConfigError, ExchangeError, ParseError
-from ingest.exchanges.base import Control, dec_price, dec_qty, levels_dec
+from ingest.exchanges.base import Control, levels_dec
 from ingest.exchanges.huobi import wire
 from ingest.exchanges.huobi.parse import (
     decompress,
     levels_raw,
-    num_text,
     parse,
     parse_depth,
     parse_history_candles,
@@ -283,34 +282,3 @@ def test_levels_raw_refuses_what_the_column_cannot_hold() -> None:
         levels_raw(msgspec.Raw(b"[[1,2],"))
     assert levels_raw(msgspec.Raw(b"[ [1.5, 2] ]")) == (("1.5", "2"),)  # spaces: slow path
 
-
-@given(_json_number, st.booleans())
-def test_num_text_plain_path_agrees_with_decimal_path(number: str, positive: bool) -> None:
-    check = dec_price if positive else dec_qty
-    try:
-        expected: object = check(Decimal(number))
-    except ParseError:
-        expected = ParseError
-    if expected is ParseError:
-        with pytest.raises(ParseError):
-            num_text(msgspec.Raw(number.encode()), "price", positive)
-    else:
-        got = num_text(msgspec.Raw(number.encode()), "price", positive)
-        assert Decimal(got) == Decimal(expected)  # type: ignore[arg-type]
-        assert "e" not in got.lower()
-
-
-@pytest.mark.parametrize("raw", [b'"1.5"', b"-1.5", b"null", b"[1]", b"0", b"0.000", b"1e999999"])
-def test_trade_price_refuses_what_is_not_a_positive_storable_number(raw: bytes) -> None:
-    with pytest.raises(ParseError):
-        num_text(msgspec.Raw(raw), "price", True)
-
-
-def test_trade_quantity_zero_and_exponent() -> None:
-    assert num_text(msgspec.Raw(b"0"), "quantity", False) == "0"
-    assert num_text(msgspec.Raw(b"9.2E-7"), "quantity", False) == "0.00000092"
-    frame = json.dumps({"ch": "market.btcusdt.trade.detail", "ts": 1630994963175, "tick": {
-        "id": 1, "ts": 1630994963175, "data": [{"tradeId": 7, "ts": 1630994963173,
-        "amount": "0.5", "price": 52648.62, "direction": "buy"}]}}).encode()
-    with pytest.raises(ParseError, match="quantity is not a number"):
-        parse(frame, 0.0)

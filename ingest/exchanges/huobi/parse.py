@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import zlib
 from datetime import datetime
-from decimal import Decimal
 
 from msgspec import UNSET, Raw
 
@@ -46,24 +45,6 @@ EXCHANGE = "huobi"
 _LEVEL = rf"\[(?=[0-9.]*[1-9]){PLAIN_NUMBER},{PLAIN_NUMBER}\]"  # price non-zero
 _PLAIN_SIDE = re.compile(rf"\[(?:{_LEVEL}(?:,{_LEVEL})*)?\]").fullmatch
 _PAIRS = re.compile(r"\[([0-9.]+),([0-9.]+)\]").findall
-_PLAIN = re.compile(PLAIN_NUMBER).fullmatch
-# One JSON number: what Decimal() may be given (a string or anything else is refused).
-_JSON_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?").fullmatch
-_MAX_NUMBER_TEXT = 64
-
-
-def num_text(raw: Raw, what: str, positive: bool) -> str:
-    """One undecoded JSON number (a trade's price or amount) → validated plain text: the
-    number's own text when it is plain (one regex), else through its exact Decimal."""
-    text = str(raw, "ascii", "replace")
-    if _PLAIN(text) is not None:
-        if positive and not text.strip("0."):
-            raise ParseError(f"{what} is zero")
-        return text
-    if len(text) > _MAX_NUMBER_TEXT or _JSON_NUMBER(text) is None:
-        raise ParseError(f"{what} is not a number")
-    d = Decimal(text)
-    return dec_price(d) if positive else dec_qty(d)
 
 
 def levels_raw(raw: Raw) -> tuple[Level, ...]:
@@ -208,7 +189,7 @@ def _trades(
         if item.direction not in ("buy", "sell"):
             raise ParseError(f"bad direction {item.direction[:10]!r}")
         trade_id = item.tradeId if isinstance(item, wire.TradeItem) else item.trade_id
-        price, qty = num_text(item.price, "price", True), num_text(item.amount, "quantity", False)
+        price, qty = dec_price(item.price), dec_qty(item.amount)
         out.append(Trade(
             exchange=EXCHANGE, symbol=symbol, trade_id=check_id(trade_id, "tradeId"),
             timestamp=ms_to_dt(item.ts), price=price, quantity=qty,

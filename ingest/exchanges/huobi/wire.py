@@ -35,13 +35,10 @@ class Envelope(Struct, gc=False):
 
 
 class TradeItem(Struct, gc=False):
-    """Price and amount stay undecoded: ``num_text`` takes the number's own text when it
-    is plain and builds a Decimal only otherwise (``9.2E-7``)."""
-
     tradeId: int
     ts: int
-    amount: Raw
-    price: Raw
+    amount: Decimal
+    price: Decimal
     direction: str  # the taker's side
 
 
@@ -98,8 +95,8 @@ class MbpImage(Struct, gc=False):
 class RestTradeItem(Struct, gc=False):
     trade_id: int = field(name="trade-id")
     ts: int
-    amount: Raw
-    price: Raw
+    amount: Decimal
+    price: Decimal
     direction: str
 
 
