@@ -47,14 +47,12 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp
 import asyncpg
-from common import REPO, fresh_database, throwaway_cluster
+from common import REPO, fresh_database, process, throwaway_cluster
 
 from ingest.db.embedded import EmbeddedPostgres
 from ingest.db.pool import connect_with_retry
@@ -94,24 +92,6 @@ def free_port() -> int:
 
 # ---------------------------------------------------------------------------------------
 # Processes (each started here is stopped here, by PID)
-
-
-@contextlib.contextmanager
-def process(cmd: list[str], log_path: Path, env: dict[str, str] | None = None
-            ) -> Iterator[subprocess.Popen[bytes]]:
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 def cpu_s(pid: int) -> float:

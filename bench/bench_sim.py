@@ -41,17 +41,19 @@ import contextlib
 import json
 import os
 import shlex
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REPO
+from common import process as common_process
+
 PY = sys.executable
 TICK = os.sysconf("SC_CLK_TCK")
 BASE_SYMBOLS = ("BTC", "ETH", "SOL", "XRP", "BNB", "DOGE", "ADA", "TRX", "LTC", "DOT", "LINK",
@@ -84,23 +86,10 @@ def sim_trades(port: int) -> int:
     return sum(s["trades"] for ex in stats.values() for s in ex.values())
 
 
-@contextlib.contextmanager
 def process(cmd: list[str], log: Path | None = None, src: Path = REPO
-             ) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    with (log or Path(os.devnull)).open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=src, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``common.process`` with ``src`` (a tree of this project) first on the path."""
+    return common_process(cmd, log, cwd=src, env={**os.environ, "PYTHONPATH": str(src)})
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +29,26 @@ from ingest.records import Candle, Trade  # noqa: E402
 SCHEMA_SQL = (REPO / "schema" / "0001_market_data.up.sql").read_text()
 BASE_TS = datetime(2024, 1, 1, tzinfo=UTC)
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT", "ADAUSDT", "TRXUSDT")
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], log: Path | None = None, *, cwd: Path = REPO,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process (own session, output to ``log`` or nowhere) stopped with SIGTERM,
+    then killed, when the block ends."""
+    with (log or Path(os.devnull)).open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 @contextlib.contextmanager
