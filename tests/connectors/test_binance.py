@@ -10,6 +10,7 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from ingest.exchanges.binance.stream import build_connector
+from ingest.exchanges.connector import Connector, ConnectorOptions
 from ingest.feeds import rest_limiter
 from ingest.settings import ExchangeSettings
 from ingest.transport.backoff import BackoffPolicy
@@ -156,18 +157,24 @@ async def test_book_snapshot_buffer_gap_resyncs_only_that_symbol(
         assert stats["gaps"] == 1
 
 
-async def test_no_snapshot_from_a_book_whose_socket_is_down_and_it_resyncs_after(
-    fake_ws: Any, rest_app: Any, http: HttpClient
-) -> None:
+async def one_book(fake_ws: Any, rest_app: Any, http: HttpClient, options: ConnectorOptions
+                   ) -> tuple[FakeWs, DepthApi, Connector, FakeSink]:
+    """A book-only connector for BTC/USDT, its REST snapshot at id 100."""
     ws = await fake_ws()
     api = DepthApi()
     api.books["BTCUSDT"] = {"lastUpdateId": 100, "bids": [["100.0", "1"]], "asks": [["101.0", "1"]]}
     rest = await rest_app([web.get("/binance/api/v3/depth", api.handle)])
     sink = FakeSink()
     st = settings(ws, rest + "/binance", channels=("book",), symbols=("BTC/USDT",), book_depth=2)
+    return ws, api, build_connector(st, ["BTC/USDT"], sink, http, options=options), sink
+
+
+async def test_no_snapshot_from_a_book_whose_socket_is_down_and_it_resyncs_after(
+    fake_ws: Any, rest_app: Any, http: HttpClient
+) -> None:
     slow_reconnect = {**FAST_WS, "backoff": BackoffPolicy(base_s=3600, cap_s=3600, min_s=3600,
                                                            stable_after_s=3600)}
-    c = build_connector(st, ["BTC/USDT"], sink, http, options=fast_options(ws=slow_reconnect))
+    ws, _, c, sink = await one_book(fake_ws, rest_app, http, fast_options(ws=slow_reconnect))
     assert c.keeper is not None
     keeper = c.keeper
     async with running(c):
@@ -187,12 +194,7 @@ async def test_no_snapshot_from_a_book_whose_socket_is_down_and_it_resyncs_after
 async def test_after_a_reconnect_a_quiet_book_is_fetched_again_at_once(
     fake_ws: Any, rest_app: Any, http: HttpClient
 ) -> None:
-    ws = await fake_ws()
-    api = DepthApi()
-    api.books["BTCUSDT"] = {"lastUpdateId": 100, "bids": [["100.0", "1"]], "asks": [["101.0", "1"]]}
-    rest = await rest_app([web.get("/binance/api/v3/depth", api.handle)])
-    st = settings(ws, rest + "/binance", channels=("book",), symbols=("BTC/USDT",))
-    c = build_connector(st, ["BTC/USDT"], FakeSink(), http, options=fast_options())
+    ws, api, c, _ = await one_book(fake_ws, rest_app, http, fast_options())
     assert c.keeper is not None
     book = c.keeper.books["BTCUSDT"]
     async with running(c):

@@ -92,6 +92,72 @@ async def running(client: WsClient) -> AsyncIterator[asyncio.Task[None]]:
             raise task.exception()  # type: ignore[misc]
 
 
+async def asked(conn: ServerConn, go: asyncio.Event) -> bool:
+    """A scripted server waits for the test's go-ahead: True when given (and cleared), False
+    once the client has gone (the server's loop must end then, or the fixture's teardown
+    waits for it forever)."""
+    waiting = asyncio.ensure_future(go.wait())
+    closed = asyncio.ensure_future(conn.ws.wait_closed())
+    await asyncio.wait({waiting, closed}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (waiting, closed):
+        task.cancel()
+    if not waiting.done() or waiting.cancelled():
+        return False
+    go.clear()
+    return True
+
+
+def pinging_server(go: asyncio.Event, pinged: asyncio.Event) -> Any:
+    """A server that sends no data, only a ping (and waits for the pong) per go-ahead."""
+
+    async def behaviour(server: WsServer, conn: ServerConn) -> None:
+        while await asked(conn, go):
+            await asyncio.wait_for(await conn.ws.ping(b"binance"), 5)  # the client's pong
+            pinged.set()
+
+    return behaviour
+
+
+def checked_by_hand(handler: Handler, clock: FakeClock) -> WsClient:
+    """A client on a fake clock whose watchdog runs only when the test calls check()."""
+    return make_client(handler, clock=clock, config=WsConfig(
+        backoff=TINY_BACKOFF, proxy=None, ping_interval_s=None, stale_after_s=30,
+        watchdog_interval_s=3600))
+
+
+async def ping_after(seconds: float, clock: FakeClock, go: asyncio.Event,
+                     pinged: asyncio.Event) -> None:
+    """Move the clock, then have ``pinging_server`` ping once and get its pong."""
+    clock.advance(seconds)
+    go.set()
+    await pinged.wait()
+    pinged.clear()
+
+
+class WaitsAt5(Handler):
+    """Its handling of frame ``n == 5`` must wait for ``release``: the sink has no room."""
+
+    def __init__(self, url: str, release: asyncio.Event) -> None:
+        super().__init__(url)
+        self.release = release
+
+    def handle_frame(self, frame: Frame, recv_ts: float) -> Any:
+        super().handle_frame(frame, recv_ts)
+        return self.wait_for_room() if json.loads(frame)["n"] == 5 else None
+
+    async def wait_for_room(self) -> None:
+        await self.release.wait()
+
+
+async def waiting_at_5(client: WsClient, handler: WaitsAt5) -> WsConnection:
+    """Frames 0-5 handled, the last one waiting; the connection they came on."""
+    await until(lambda: len(handler.frames) == 6, what="frames 0-5, the last one waiting")
+    await until(lambda: client.current is not None, what="connected")  # set after subscribing
+    conn = client.current
+    assert conn is not None
+    return conn
+
+
 def leftover_tasks(prefix: str) -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith(prefix) and not t.done()]
 
@@ -192,9 +258,7 @@ async def test_connection_with_no_frames_is_reconnected(ws_server: Any) -> None:
     server = await ws_server(None)  # accepts, never speaks
     clock = FakeClock()
     handler = Handler(server.url)
-    cfg = WsConfig(backoff=TINY_BACKOFF, proxy=None, ping_interval_s=None, stale_after_s=30,
-                   watchdog_interval_s=3600)
-    client = make_client(handler, config=cfg, clock=clock)
+    client = checked_by_hand(handler, clock)
     async with running(client):
         await until(lambda: client.state is WsState.CONNECTED)
         clock.advance(30)
@@ -208,34 +272,15 @@ async def test_connection_with_no_frames_is_reconnected(ws_server: Any) -> None:
 async def test_a_socket_that_only_pings_is_alive(ws_server: Any) -> None:
     """Binance pings every 20 s; a socket whose streams are all quiet (illiquid pairs)
     sends nothing else and must not be taken for a dead one."""
-    pinged = asyncio.Event()
-    go = asyncio.Event()
-
-    async def pings_only(server: WsServer, conn: ServerConn) -> None:
-        closed = asyncio.ensure_future(conn.ws.wait_closed())
-        while True:
-            asked = asyncio.ensure_future(go.wait())
-            await asyncio.wait({asked, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if closed.done():
-                asked.cancel()
-                return
-            go.clear()
-            await asyncio.wait_for(await conn.ws.ping(b"binance"), 5)  # the client's pong
-            pinged.set()
-
-    server = await ws_server(pings_only)
+    pinged, go = asyncio.Event(), asyncio.Event()
+    server = await ws_server(pinging_server(go, pinged))
     clock = FakeClock()
     handler = Handler(server.url)
-    cfg = WsConfig(backoff=TINY_BACKOFF, proxy=None, ping_interval_s=None, stale_after_s=30,
-                   watchdog_interval_s=3600)
-    client = make_client(handler, config=cfg, clock=clock)
+    client = checked_by_hand(handler, clock)
     async with running(client):
         await until(lambda: client.state is WsState.CONNECTED)
         for _ in range(3):  # 3 x 20 s without a data frame
-            clock.advance(20)
-            go.set()
-            await pinged.wait()
-            pinged.clear()
+            await ping_after(20, clock, go, pinged)
             client.check()
         assert client.stats.stale_connections == 0
         clock.advance(30)  # and then not even a ping: dead
@@ -454,16 +499,6 @@ async def test_frames_keep_their_order_while_the_handler_waits_and_reading_pause
     library's own path) included, is handled after it, in order."""
     release = asyncio.Event()
 
-    class Waiting(Handler):
-        def handle_frame(self, frame: Frame, recv_ts: float) -> Any:
-            super().handle_frame(frame, recv_ts)
-            if json.loads(frame)["n"] == 5:
-                return self.wait_for_room()  # an awaitable: the sink has no room yet
-            return None
-
-        async def wait_for_room(self) -> None:
-            await release.wait()
-
     async def burst(server: WsServer, conn: ServerConn) -> None:
         for n in range(300):
             if n % 100 == 50:  # a fragmented message: not handed over directly
@@ -473,13 +508,10 @@ async def test_frames_keep_their_order_while_the_handler_waits_and_reading_pause
         await conn.collect()
 
     server = await ws_server(burst)
-    handler = Waiting(server.url)
+    handler = WaitsAt5(server.url, release)
     client = make_client(handler)
     async with running(client):
-        await until(lambda: len(handler.frames) == 6, what="first six frames")
-        await until(lambda: client.current is not None, what="connected")
-        conn = client.current
-        assert conn is not None
+        conn = await waiting_at_5(client, handler)
         transport = conn._ws.transport
         assert not transport.is_reading()  # the exchange's TCP window holds the rest
         assert [m["n"] for _, m in handler.frames] == list(range(6))
@@ -516,22 +548,11 @@ async def test_a_queued_message_taken_while_the_handler_waits_keeps_its_place(
     waits for room goes before the frames that arrive once reading resumes."""
     release, go, sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    class Waiting(Handler):
-        def handle_frame(self, frame: Frame, recv_ts: float) -> Any:
-            super().handle_frame(frame, recv_ts)
-            return self.wait_for_room() if json.loads(frame)["n"] == 5 else None
-
-        async def wait_for_room(self) -> None:
-            await release.wait()
-
     async def behaviour(server: WsServer, conn: ServerConn) -> None:
         for n in range(6):
             await conn.ws.send(json.dumps({"n": n}))
         await conn.ws.send(['{"n": ', "6", "}"])  # fragmented: the library's queue
-        closed = asyncio.ensure_future(conn.ws.wait_closed())
-        await asyncio.wait({closed, asyncio.ensure_future(go.wait())},
-                           return_when=asyncio.FIRST_COMPLETED)
-        if closed.done():  # the test failed early: do not hold the server open
+        if not await asked(conn, go):
             return
         for n in range(7, 20):  # held in the socket while the client does not read
             await conn.ws.send(json.dumps({"n": n}))
@@ -539,13 +560,10 @@ async def test_a_queued_message_taken_while_the_handler_waits_keeps_its_place(
         await conn.collect()
 
     server = await ws_server(behaviour)
-    handler = Waiting(server.url)
+    handler = WaitsAt5(server.url, release)
     client = make_client(handler)
     async with running(client):
-        await until(lambda: len(handler.frames) == 6, what="frames 0-5, the last one waiting")
-        await until(lambda: client.current is not None, what="connected")
-        conn = client.current
-        assert conn is not None
+        conn = await waiting_at_5(client, handler)
         ws = conn._ws
         await until(lambda: not ws.recv_messages.frames.queue, what="message 6 taken")
         assert not ws.transport.is_reading()
@@ -580,31 +598,13 @@ async def test_a_text_frame_that_is_not_utf8_is_counted_not_fatal(ws_server: Any
 async def test_a_socket_that_only_pings_for_ten_periods_is_replaced(ws_server: Any) -> None:
     """Every subscription may have died on a socket the exchange keeps open (and pings)."""
     pinged, go = asyncio.Event(), asyncio.Event()
-
-    async def pings_only(server: WsServer, conn: ServerConn) -> None:
-        closed = asyncio.ensure_future(conn.ws.wait_closed())
-        while True:
-            asked = asyncio.ensure_future(go.wait())
-            await asyncio.wait({asked, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if closed.done():
-                asked.cancel()
-                return
-            go.clear()
-            await asyncio.wait_for(await conn.ws.ping(b"binance"), 5)
-            pinged.set()
-
-    server = await ws_server(pings_only)
+    server = await ws_server(pinging_server(go, pinged))
     clock = FakeClock()
-    client = make_client(Handler(server.url), clock=clock, config=WsConfig(
-        backoff=TINY_BACKOFF, proxy=None, ping_interval_s=None, stale_after_s=30,
-        watchdog_interval_s=3600))
+    client = checked_by_hand(Handler(server.url), clock)
     async with running(client):
         await until(lambda: client.state is WsState.CONNECTED)
         for _ in range(14):  # 280 s of pings and no data: alive
-            clock.advance(20)
-            go.set()
-            await pinged.wait()
-            pinged.clear()
+            await ping_after(20, clock, go, pinged)
             client.check()
             assert client.stats.stale_connections == 0
         clock.advance(20)  # 300 s = 10 periods
