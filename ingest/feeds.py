@@ -116,10 +116,17 @@ def build_feeds(
 
 
 async def check_feeds(connectors: Sequence[Connector]) -> None:
-    """Ask each exchange for its market list: ConfigError naming symbols it does not list.
-    An exchange that cannot be reached is logged and skipped (its streams will tell)."""
-    for connector in connectors:
-        await connector.check_markets()
+    """Ask each exchange for its market list, all at once: ConfigError naming symbols it
+    does not list. An exchange that cannot be reached is logged and skipped (its streams
+    will tell); a slow one does not hold up the others' checks."""
+    results = await asyncio.gather(*(c.check_markets() for c in connectors),
+                                   return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    unknown = [str(e) for e in errors if isinstance(e, ConfigError)]
+    if unknown:  # every exchange's unknown symbols in one line
+        raise ConfigError("; ".join(unknown))
+    if errors:
+        raise errors[0]
 
 
 async def run_feeds(connectors: Sequence[Connector], stop_event: asyncio.Event) -> None:

@@ -110,13 +110,21 @@ async def test_check_feeds_names_symbols_the_exchange_does_not_list(rest_app: An
     async def info(request: web.Request) -> web.Response:
         return web.json_response({"symbols": [{"symbol": "BTCUSDT", "status": "TRADING"}]})
 
-    rest = await rest_app([web.get("/api/v3/exchangeInfo", info)])
+    async def pairs(request: web.Request) -> web.Response:
+        return web.json_response([{"id": "BTC_USDT"}])
+
+    rest = await rest_app([web.get("/api/v3/exchangeInfo", info),
+                           web.get("/spot/currency_pairs", pairs)])
     data = {"exchanges": {"binance": {"symbols": ["BTC/USDT", "FOO/USDT"], "rest_url": rest},
-                          "gateio": {"enabled": False}, "huobi": {"enabled": False}}}
+                          "gateio": {"symbols": ["BTC/USDT", "BAR/USDT"], "rest_url": rest},
+                          "huobi": {"enabled": False}}}
     async with HttpClient() as http:
         connectors = build_feeds(parse_settings(data, "t.toml"), FakeSink(), http)
-        with pytest.raises(ConfigError, match=r"binance: unknown symbol\(s\) FOO/USDT"):
+        with pytest.raises(ConfigError) as err:  # both exchanges' unknown symbols, one line
             await check_feeds(connectors)
+    assert str(err.value) == ("binance: unknown symbol(s) FOO/USDT (the exchange does not "
+                              "list them); gateio: unknown symbol(s) BAR/USDT (the exchange "
+                              "does not list them)")
 
 
 async def test_run_feeds_stops_on_the_event() -> None:
