@@ -341,8 +341,8 @@ class BookKeeper:
 
     def drop(self, symbols: Iterable[str], reason: str) -> int:
         """Forget the books of ``symbols`` (their socket is gone: updates are being missed,
-        so the image is no longer the exchange's book). They resync from their next delta,
-        or when their stream is found quiet; no snapshot is written from them meanwhile."""
+        so the image is no longer the exchange's book); no snapshot is written from them
+        until they resync. The connector asks for that when the socket is back."""
         dropped = []
         for sym in symbols:
             book = self.books.get(sym)

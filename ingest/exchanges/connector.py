@@ -136,7 +136,8 @@ class Connector:
         self.counters: dict[str, Any] = {
             "frames_received": 0, "frames_parsed": 0, "frames_rejected": 0,
             "frames_by_channel": {}, "trades": 0, "trades_duplicate": 0, "candles": 0, "book_snapshots": 0,
-            "unexpected": 0, "stale_streams": 0, "resubscribes": 0, "resubscribes_dropped": 0, "reconnects": 0,
+            "unexpected": 0, "stale_streams": 0, "resubscribes": 0, "resubscribes_dropped": 0,
+            "reconnects": 0,
             "controls": {},
         }
         self._recent: dict[str, _RecentIds] = {}

@@ -5,8 +5,10 @@ replies it returns. Complete data frames are handed over straight from the proto
 ``data_received`` (``DirectClientConnection``): no queue, future and task switch per
 frame, which was a tenth of the service's CPU at high rates. Frame order is kept: while
 the handler waits for room downstream, reading is paused and the frames already parsed
-wait in a backlog bounded by one socket read. The sender drains a bounded priority queue (urgent replies first, then
-subscribes in order) through this connection's own token bucket, and sends the handler's
+wait in a backlog bounded by one socket read.
+
+The sender drains a bounded priority queue (urgent replies first, then subscribes in
+order) through this connection's own token bucket, and sends the handler's
 application-level ping when it is due. Nothing here reconnects: when either task ends the
 connection is *done* and the client's supervisor decides what happens next.
 """
