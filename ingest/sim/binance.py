@@ -82,10 +82,10 @@ class BinanceFeed(Feed):
                    batch.ts_ms, batch.buyer_maker, strict=True)
         symbol = dumps(spec.symbol)
         if topic.params.get("agg"):
-            agg = lm.model.id_base // 2
+            model = lm.model
             head = f'{{"e":"aggTrade","E":{now_ms},"s":{symbol},"a":'
             return [
-                f'{head}{g - agg},"p":"{p}","q":"{q}","f":{g},"l":{g},"T":{ts},'
+                f'{head}{agg_id(model, g)},"p":"{p}","q":"{q}","f":{g},"l":{g},"T":{ts},'
                 f'"m":{"true" if sell else "false"},"M":true}}'
                 for g, p, q, ts, sell in rows
             ]

@@ -30,15 +30,22 @@ def pair_of(lm: LiveMarket) -> str:
     return f"{lm.spec.base}_{lm.spec.quote}"
 
 
+TAG_CREATE_FRAC = 13  # the draw behind a trade's create_time_ms fraction
+
+
+def market_slot(lm: LiveMarket) -> int:
+    return stable_key(lm.spec.symbol) % 1000
+
+
 def global_id(lm: LiveMarket, seq: int) -> int:
     """Gate's ``id`` counts trades across markets; here: the market's sequence * 1000 plus a
     per-symbol slot, so it is unique per exchange and increasing within a market."""
-    return seq * 1000 + stable_key(lm.spec.symbol) % 1000
+    return seq * 1000 + market_slot(lm)
 
 
 def create_time_ms(lm: LiveMarket, trade: Trade, digits: int) -> str:
     """Milliseconds with a fraction, as Gate prints them ('1606292218213.4578')."""
-    frac = draw(lm.model.key, 13, trade.id) % 10_000
+    frac = draw(lm.model.key, TAG_CREATE_FRAC, trade.id) % 10_000
     return f"{trade.ts_ms}.{frac:04d}" + "0" * (digits - 4)
 
 
@@ -78,9 +85,9 @@ class GateFeed(Feed):
     ) -> list[conns.Frame]:
         """``trade_frame`` of each trade, the JSON written directly (as dumps writes it)."""
         spec = lm.spec
-        slot = stable_key(spec.symbol) % 1000  # global_id
+        slot = market_slot(lm)  # as global_id
         ids = batch.ids
-        fracs = [d % 10_000 for d in lm.model.draws(13, ids.start, ids.stop)]  # create_time_ms
+        fracs = [d % 10_000 for d in lm.model.draws(TAG_CREATE_FRAC, ids.start, ids.stop)]
         prices = lm.texts("price", spec.price_text)
         qtys = lm.texts("qty", spec.qty_text)
         head = (f'{{"time":{now_ms // 1000},"time_ms":{now_ms},"channel":"spot.trades",'

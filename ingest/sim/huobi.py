@@ -65,7 +65,11 @@ class GzipWriter:
 
 
 def tick_id(lm: LiveMarket, trade: Trade) -> int:
-    return trade.id + lm.model.id_base
+    return _tick_id(trade.id, lm.model.id_base)
+
+
+def _tick_id(trade_id: int, id_base: int) -> int:
+    return trade_id + id_base
 
 
 def legacy_id(lm: LiveMarket, trade: Trade) -> float:
@@ -76,7 +80,7 @@ def legacy_id(lm: LiveMarket, trade: Trade) -> float:
 
 def _legacy_id(trade_id: int, id_base: int) -> float:
     # float(int) rounds like float(text): to the nearest double
-    return float((trade_id + id_base) * 10**15 + trade_id * 7919 % 10**15)
+    return float(_tick_id(trade_id, id_base) * 10**15 + trade_id * 7919 % 10**15)
 
 
 def trade_item(lm: LiveMarket, trade: Trade, id_key: str) -> dict[str, Any]:
@@ -135,7 +139,7 @@ class HuobiFeed(Feed):
         legacy = _encode([_legacy_id(g, base) for g in batch.ids])[1:-1].decode().split(",")
         head = f'{{"ch":{_encode(topic.key).decode()},"ts":{now_ms},"tick":{{"id":'
         texts = [
-            f'{head}{g + base},"ts":{ts},"data":[{{"id":{legacy_g},"ts":{ts},"tradeId":{g},'
+            f'{head}{_tick_id(g, base)},"ts":{ts},"data":[{{"id":{legacy_g},"ts":{ts},"tradeId":{g},'
             f'"amount":{qtys[q]},"price":{prices[p]},'
             f'"direction":"{"sell" if sell else "buy"}"}}]}}}}'
             for g, ts, p, q, sell, legacy_g in zip(
