@@ -47,7 +47,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,9 +60,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp
 import asyncpg
-from common import REPO, fresh_database, process, throwaway_cluster
+from common import REPO, cpu_times, fresh_database, process, throwaway_cluster
 
-from ingest.db.embedded import EmbeddedPostgres
+from ingest.db.embedded import EmbeddedPostgres, free_port
 from ingest.db.pool import connect_with_retry
 from ingest.feeds import build_feeds
 from ingest.logs import configure
@@ -72,7 +71,6 @@ from ingest.sink import Sink
 from ingest.transport.http import HttpClient
 
 PY = sys.executable
-TICK = os.sysconf("SC_CLK_TCK")
 BASE_SYMBOLS = ("BTC", "ETH", "SOL", "XRP", "BNB", "DOGE", "ADA", "TRX", "LTC", "DOT", "LINK",
                 "AVAX")
 
@@ -84,23 +82,13 @@ def symbols(n: int) -> list[str]:
             for i in range(n)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ---------------------------------------------------------------------------------------
 # Processes (each started here is stopped here, by PID)
 
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of ``pid`` (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return sum(cpu_times(pid))
 
 
 def children(ppid: int) -> list[int]:

@@ -41,7 +41,6 @@ import contextlib
 import json
 import os
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,27 +51,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO
+from common import cpu_times as cpu_s
 from common import process as common_process
 
+from ingest.db.embedded import free_port
+
 PY = sys.executable
-TICK = os.sysconf("SC_CLK_TCK")
 BASE_SYMBOLS = ("BTC", "ETH", "SOL", "XRP", "BNB", "DOGE", "ADA", "TRX", "LTC", "DOT", "LINK",
                 "AVAX")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_s(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of ``pid`` (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0, 0.0
-    return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
 def http_json(url: str) -> dict[str, dict[str, dict[str, int]]]:

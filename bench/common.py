@@ -31,6 +31,18 @@ BASE_TS = datetime(2024, 1, 1, tzinfo=UTC)
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT", "ADAUSDT", "TRXUSDT")
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
 @contextlib.contextmanager
 def process(cmd: list[str], log: Path | None = None, *, cwd: Path = REPO,
             env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
