@@ -53,35 +53,47 @@ class BookNotSynced(IngestError):
     """``snapshot()`` was asked of a book that has no image yet (or lost it to a gap)."""
 
 
-def _is_zero(qty: str) -> bool:
-    # Parsers emit plain decimal text, so a zero is made of "0" and "." only.
-    return not qty.strip("0.")
-
-
 class _Side:
-    __slots__ = ("_top", "descending", "levels")
+    """One side of a book: ``{Decimal(price): level}``. An image is kept as it came and
+    made into the dict only when a delta, ``top`` or ``levels`` needs it: a feed of full
+    images (HTX ``depth.step0``) pays for the images that are snapshotted, not for each
+    one that arrives. Parsers emit plain decimal text, so a zero quantity (a level to
+    drop) is made of "0" and "." only."""
+
+    __slots__ = ("_image", "_levels", "_top", "descending")
 
     def __init__(self, descending: bool) -> None:
         self.descending = descending  # bids: best is the highest price
-        self.levels: dict[Decimal, Level] = {}
+        self._levels: dict[Decimal, Level] = {}
+        self._image: tuple[Level, ...] | None = None  # the last image, not yet in _levels
         self._top: tuple[int, tuple[Level, ...]] | None = None  # (n, best n), until a change
 
+    @property
+    def levels(self) -> dict[Decimal, Level]:
+        image = self._image
+        if image is not None:
+            self._levels = {Decimal(lv[0]): lv for lv in image if lv[1].strip("0.")}
+            self._image = None
+        return self._levels
+
     def replace(self, levels: tuple[Level, ...]) -> None:
-        self.levels = {Decimal(lv[0]): lv for lv in levels if not _is_zero(lv[1])}
+        self._image = levels
+        self._levels = {}
         self._top = None
 
     def update(self, levels: tuple[Level, ...]) -> None:
         book = self.levels
         for level in levels:
-            if _is_zero(level[1]):
-                book.pop(Decimal(level[0]), None)
-            else:
+            if level[1].strip("0."):  # not a zero quantity
                 book[Decimal(level[0])] = level
+            else:
+                book.pop(Decimal(level[0]), None)
         if levels:
             self._top = None
 
     def clear(self) -> None:
-        self.levels = {}
+        self._image = None
+        self._levels = {}
         self._top = None
 
     def top(self, n: int) -> tuple[Level, ...]:

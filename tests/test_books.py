@@ -301,6 +301,23 @@ def test_top_and_snapshot() -> None:
     )
 
 
+def test_images_become_a_book_only_when_it_is_read() -> None:
+    """A feed of full images (HTX depth.step0) pays for the image that is read, not for
+    each one: the levels are keyed by Decimal only when a delta or a snapshot needs them."""
+    book = LocalBook("huobi", "BTCUSDT")
+    first = image(1, bids=(("10", "1"), ("9", "0")), asks=(("11", "1"),), exchange="huobi")
+    second = image(2, bids=(("10.5", "2"), ("9.5", "0.0")), asks=(("12", "3"),),
+                   exchange="huobi")
+    book.apply(first)
+    book.apply(second)
+    assert book._bids._image is second.bids and book._bids._levels == {}  # not keyed yet
+    assert book.top(5) == ((("10.5", "2"),), (("12", "3"),))  # second image, zero dropped
+    assert book._bids._image is None and book.depth() == (1, 1)
+    book.apply(image(3, bids=(("10", "1"),), asks=(("13", "1"),), exchange="huobi"))
+    book.apply(delta(4, 4, bids=(("10.0", "0"), ("8", "4")), exchange="huobi"))
+    assert book.top(5) == ((("8", "4"),), (("13", "1"),))
+
+
 def test_wrong_symbol_is_a_bug() -> None:
     book = LocalBook("binance", "ETHUSDT")
     with pytest.raises(ValueError, match="BTCUSDT"):

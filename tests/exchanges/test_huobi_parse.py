@@ -273,6 +273,41 @@ def test_levels_raw_plain_path_agrees_with_decimal_path(levels: list[tuple[str, 
         assert all("e" not in p.lower() and "e" not in q.lower() for p, q in got)
 
 
+def test_levels_raw_renders_scientific_numbers_as_the_decimal_path_does() -> None:
+    from ingest.exchanges.huobi import parse as htx
+
+    side = msgspec.Raw(b"[[9.121E-7,92730.24],[6.8E-7,9.99999999999E9],[1.5E+3,1.0E-5]]")
+    expected = (("0.0000009121", "92730.24"), ("0.00000068", "9999999999.99"),
+                ("1500", "0.000010"))
+    htx._SCI.clear()
+    assert levels_raw(side) == expected  # rendered: cold
+    assert htx._SCI["9.121E-7"] == "0.0000009121"
+    assert levels_raw(side) == expected  # memoised: warm
+    assert levels_raw(side) == levels_dec(wire.LEVELS.decode(side))
+
+
+def test_levels_raw_scientific_numbers_the_column_cannot_hold_take_the_checked_path() -> None:
+    with pytest.raises(ParseError, match="below 1e-18"):
+        levels_raw(msgspec.Raw(b"[[9.121E-7,1],[1E-19,1]]"))
+    with pytest.raises(ParseError, match="decimals"):
+        levels_raw(msgspec.Raw(b"[[1.2345678901234567E-7,1]]"))
+    with pytest.raises(ParseError, match="integer digits"):
+        levels_raw(msgspec.Raw(b"[[1,1E+25]]"))
+    with pytest.raises(ParseError, match="zero"):
+        levels_raw(msgspec.Raw(b"[[0E-7,1]]"))
+    assert levels_raw(msgspec.Raw(b"[[1e-7,0E-7]]")) == (("0.0000001", "0"),)  # lower case, zero
+
+
+def test_levels_raw_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingest.exchanges.huobi import parse as htx
+
+    monkeypatch.setattr(htx, "_SCI_MAX", 4)
+    htx._SCI.clear()
+    for i in range(1, 10):
+        assert levels_raw(msgspec.Raw(f"[[{i}.5E-3,1]]".encode())) == ((f"0.00{i}5", "1"),)
+        assert len(htx._SCI) <= 4
+
+
 def test_levels_raw_refuses_what_the_column_cannot_hold() -> None:
     with pytest.raises(ParseError, match="zero"):
         levels_raw(msgspec.Raw(b"[[0.000,1]]"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import zlib
 from datetime import datetime
+from decimal import Decimal
 
 from msgspec import UNSET, Raw
 
@@ -40,23 +41,58 @@ from ingest.records import BookDelta, Candle, Level, Trade
 
 EXCHANGE = "huobi"
 
-# A side whose every number is already plain text fitting NUMERIC(38,18), prices non-zero,
-# in HTX's compact JSON: the numbers' own text is the stored text.
-_LEVEL = rf"\[(?=[0-9.]*[1-9]){PLAIN_NUMBER},{PLAIN_NUMBER}\]"  # price non-zero
-_PLAIN_SIDE = re.compile(rf"\[(?:{_LEVEL}(?:,{_LEVEL})*)?\]").fullmatch
-_PAIRS = re.compile(r"\[([0-9.]+),([0-9.]+)\]").findall
+# A side whose every number fits NUMERIC(38,18) as plain text or as HTX's scientific
+# notation (Java's, ``9.121E-7``: one non-zero digit before the point), prices non-zero,
+# in HTX's compact JSON. The check is the shape only; the exact bounds of a scientific
+# number are checked on its plain rendering.
+_NUM = rf"(?:{PLAIN_NUMBER}|[1-9](?:\.[0-9]{{1,17}})?E[-+]?[0-9]{{1,2}})"
+_PRICE = rf"(?:(?=[0-9.]*[1-9]){PLAIN_NUMBER}|[1-9](?:\.[0-9]{{1,17}})?E[-+]?[0-9]{{1,2}})"
+_LEVEL = rf"\[{_PRICE},{_NUM}\]"
+_SIDE = re.compile(rf"\[(?:{_LEVEL}(?:,{_LEVEL})*)?\]").fullmatch
+_PAIRS = re.compile(r"\[([0-9.E+-]+),([0-9.E+-]+)\]").findall
+# Scientific number text → plain text. Book images repeat most of their numbers from one
+# frame to the next, so the rendering is memoised; bounded, cleared when full.
+_PLAIN = re.compile(PLAIN_NUMBER).fullmatch
+_SCI: dict[str, str] = {}
+_SCI_MAX = 65_536
+
+
+class _NotPlain(Exception):
+    """A scientific number outside NUMERIC(38,18): the side takes the Decimal path."""
+
+
+def _sci(text: str) -> str:
+    plain = format(Decimal(text), "f")
+    if _PLAIN(plain) is None:
+        raise _NotPlain
+    if len(_SCI) >= _SCI_MAX:
+        _SCI.clear()
+    _SCI[text] = plain
+    return plain
 
 
 def levels_raw(raw: Raw) -> tuple[Level, ...]:
     """One side of a book as undecoded JSON (``[[9302.1,0.5],…]``) → validated text levels.
+
     The common case is one regex check and one findall over the side's text, with no
-    Decimal per number; anything else (exponents, spaces, a zero price) is decoded into
-    Decimals and validated number by number, which raises on what is not storable.
-    (Rewriting HTX's exponent numbers, ``9.121E-7``, to plain text with a regex callback
-    measured slower than the Decimal path on the capture's books: left to the Decimals.)"""
+    Decimal per number: plain numbers are their own text, scientific ones (HTX writes
+    prices below 0.001 as ``9.121E-7``) are rendered once per distinct text. Anything else
+    (spaces, lower-case exponents, a zero price, a number the column cannot hold) is
+    decoded into Decimals and validated number by number, which raises on what is not
+    storable."""
     text = str(raw, "ascii", "replace")
-    if _PLAIN_SIDE(text) is not None:
-        return tuple(_PAIRS(text))
+    if _SIDE(text) is not None:
+        pairs = _PAIRS(text)
+        if "E" not in text:
+            return tuple(pairs)
+        get = _SCI.get
+        try:
+            return tuple([
+                ((get(p) or _sci(p)) if "E" in p else p, (get(q) or _sci(q)) if "E" in q else q)
+                for p, q in pairs
+            ])
+        except _NotPlain:
+            pass
     return levels_dec(wire.LEVELS.decode(raw))
 
 
