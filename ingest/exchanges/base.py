@@ -155,11 +155,11 @@ def digits(text: str, what: str) -> int:
     return int(text)
 
 
-_MAX_ID = (1 << 63) - 1  # BIGINT
+MAX_ID = (1 << 63) - 1  # BIGINT
 
 
 def check_id(value: int, what: str) -> int:
-    if not 0 <= value <= _MAX_ID:
+    if not 0 <= value <= MAX_ID:
         raise ParseError(f"{what} {value} outside BIGINT")
     return value
 

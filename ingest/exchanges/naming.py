@@ -68,13 +68,23 @@ def to_compact(unified: str) -> str:
     return base + quote
 
 
+# Symbols already checked: a connection carries a few hundred; bounded, cleared when full.
+_CHECKED: set[str] = set()
+_CHECKED_MAX = 10_000
+
+
 def check_compact(symbol: str) -> str:
-    """A compact symbol taken from a frame: refuse anything that is not one. (String
-    predicates rather than a regex: this runs on every frame.)"""
+    """A compact symbol taken from a frame: refuse anything that is not one. (This runs on
+    every frame: a set lookup for the symbols seen before, string predicates otherwise.)"""
+    if symbol in _CHECKED:
+        return symbol
     if not (
         2 <= len(symbol) <= 40 and symbol.isascii() and symbol.isalnum() and symbol.isupper()
     ):
         raise ParseError(f"bad symbol {symbol[:40]!r}")
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+    _CHECKED.add(symbol)
     return symbol
 
 

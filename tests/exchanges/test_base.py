@@ -61,6 +61,22 @@ def test_bad_native_gate_pair_is_a_parse_error(bad: str) -> None:
         native_to_compact("gateio", bad)
 
 
+def test_check_compact_remembers_good_symbols_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingest.exchanges import naming
+
+    monkeypatch.setattr(naming, "_CHECKED_MAX", 3)
+    naming._CHECKED.clear()
+    for i in range(10):
+        assert naming.check_compact(f"SYM{i}USDT") == f"SYM{i}USDT"
+        assert len(naming._CHECKED) <= 3
+    assert "SYM9USDT" in naming._CHECKED
+    for bad in ("btcusdt", "BTC_USDT", "B", "BTC USDT", "BTC\u00c9USDT"):
+        for _ in range(2):  # refused each time: a bad symbol is never remembered
+            with pytest.raises(ParseError, match="bad symbol"):
+                naming.check_compact(bad)
+    assert naming._CHECKED.issubset({f"SYM{i}USDT" for i in range(10)})
+
+
 INTERVAL_TABLE = {
     "binance": ["1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"],
     "gateio": ["1m", "5m", "15m", "30m", "1h", "4h", "1d", "7d"],

@@ -134,6 +134,18 @@ def test_doc_depth_update() -> None:
     assert delta.asks == (("0.35290000", "10968.00000000"),)
 
 
+@pytest.mark.parametrize(("first", "last", "reason"), [
+    (499869755, 499869754, "U > u"),
+    (-1, 499869754, "U -1 outside BIGINT"),
+    (1, 1 << 63, f"u {1 << 63} outside BIGINT"),
+])
+def test_depth_update_ids_are_checked(first: int, last: int, reason: str) -> None:
+    doc = json.loads(fixture("binance_depth_update_combined.json"))
+    doc["data"]["U"], doc["data"]["u"] = first, last
+    with pytest.raises(ParseError, match=reason):
+        parse(json.dumps(doc).encode(), 0.0)
+
+
 def test_doc_partial_depth_takes_symbol_from_stream() -> None:
     raw = json.loads(fixture("binance_partial_depth.json"))
     frame = json.dumps({"stream": "bnbbtc@depth5@100ms", "data": raw}).encode()

@@ -14,6 +14,7 @@ from msgspec import UNSET, Raw
 
 from ingest.errors import ExchangeError, ParseError
 from ingest.exchanges.base import (
+    MAX_ID,
     Control,
     ParseResult,
     check_compact,
@@ -72,12 +73,15 @@ def _combined(stream: str, data: Raw, recv_ts: float) -> ParseResult:
 def _event(ev: wire.Event, recv_ts: float) -> BookDelta | Trade | Candle | Control:
     # Ordered by frequency on a busy connection.
     if type(ev) is wire.DepthUpdate:
-        if ev.u < ev.U:
+        first, last = ev.U, ev.u
+        if not 0 <= first <= last <= MAX_ID:  # the common case in one comparison
+            check_id(first, "U")
+            check_id(last, "u")
             raise ParseError("depthUpdate with U > u")
         return BookDelta(
             exchange=EXCHANGE, symbol=check_compact(ev.s), timestamp=ms_to_dt(ev.E),
             bids=levels_text(ev.b), asks=levels_text(ev.a),
-            first_id=check_id(ev.U, "U"), last_id=check_id(ev.u, "u"), recv_ts=recv_ts,
+            first_id=first, last_id=last, recv_ts=recv_ts,
         )
     if type(ev) is wire.Trade:
         return _trade(ev.s, ev.t, ev.T, ev.p, ev.q, ev.m, recv_ts)
