@@ -54,7 +54,7 @@ _PAIRS = re.compile(r"\[([0-9.E+-]+),([0-9.E+-]+)\]").findall
 # frame to the next, so the rendering is memoised; bounded, cleared when full.
 _PLAIN = re.compile(PLAIN_NUMBER).fullmatch
 _SCI: dict[str, str] = {}
-_SCI_MAX = 65_536
+_SCI_MAX = 20_000  # about 3 MB at most
 
 
 class _NotPlain(Exception):
