@@ -26,6 +26,7 @@ from ingest.sink.validate import (
     copy_escape,
     decimal_text,
     int64_text,
+    iso_text,
     nonneg,
     positive,
 )
@@ -107,7 +108,7 @@ def _encode_trade(t: Trade, w: Window) -> Encoded:
     else:
         nums = f"{positive(price, 'price')}\t{nonneg(qty, 'quantity')}"
     line = (f"{texts.get(exchange) or w.text(exchange, 'exchange')}\t"
-            f"{texts.get(symbol) or w.text(symbol, 'symbol')}\t{tid}\t{ts.isoformat()}\t"
+            f"{texts.get(symbol) or w.text(symbol, 'symbol')}\t{tid}\t{iso_text(ts)}\t"
             f"{nums}\t{NULL if quote is None else nonneg(quote, 'quote_quantity')}\t"
             f"{'t' if t.is_buyer_maker else 'f'}\n")
     return (exchange, symbol, tid, ts), line
@@ -140,7 +141,7 @@ def _encode_candle(c: Candle, w: Window) -> Encoded:
         int64_text(count, "trades_count", nonneg=True)
     texts = w.texts
     line = (f"{texts.get(exchange) or w.text(exchange, 'exchange')}\t"
-            f"{texts.get(symbol) or w.text(symbol, 'symbol')}\t{interval}\t{ts.isoformat()}\t"
+            f"{texts.get(symbol) or w.text(symbol, 'symbol')}\t{interval}\t{iso_text(ts)}\t"
             f"{nums}\t{NULL if count is None else count}\n")
     return (exchange, symbol, interval, ts), line
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_INT_DIGITS = 20  # NUMERIC(38,18): 38 - 18
@@ -123,6 +125,17 @@ def int64_text(value: Any, field: str, *, nonneg: bool = False) -> str:
     return str(value)
 
 
+_dumps = orjson.dumps
+
+
+def iso_text(ts: datetime) -> str:
+    """``ts.isoformat()``; for a plain UTC datetime (what the parsers make) orjson writes
+    the same text in C, about 3 x faster: this runs once per row."""
+    if type(ts) is datetime and ts.tzinfo is UTC:
+        return _dumps(ts)[1:-1].decode()
+    return str(ts.isoformat())
+
+
 class Window:
     """Per-batch context: the accepted timestamp range and a cache of escaped TEXT fields."""
 
@@ -136,7 +149,7 @@ class Window:
     def timestamp(self, ts: Any, field: str = "timestamp") -> str:
         try:
             if self.low <= ts <= self.high:  # TypeError for naive datetimes and non-datetimes
-                return str(ts.isoformat())
+                return iso_text(ts)
         except TypeError:
             pass
         if not isinstance(ts, datetime):

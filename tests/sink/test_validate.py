@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ingest.records import Candle, MarketMetric, Trade
 from ingest.sink.tables import CANDLES, METRICS, TRADES, prepare
-from ingest.sink.validate import Reject, Window, copy_escape, decimal_text
+from ingest.sink.validate import Reject, Window, copy_escape, decimal_text, iso_text
 
 from .conftest import BASE_TS, candle, metric, trade
 
@@ -135,3 +137,19 @@ def test_candle_line_and_fast_path_edges() -> None:
         out = prepare(TRADES, [msgspec.structs.replace(trade(1), **{field: value})], w)
         assert not out.lines and out.rejected[0][1].startswith(field), value
     assert prepare(TRADES, [msgspec.structs.replace(trade(1), price="0.5", quantity="0")], w).lines
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
+def test_iso_text_is_isoformat(naive: datetime) -> None:
+    utc = naive.replace(tzinfo=UTC)
+    assert iso_text(utc) == utc.isoformat()  # the orjson path, with and without µs
+    other = naive.replace(tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    assert iso_text(other) == other.isoformat()  # any other zone: isoformat itself
+
+
+def test_iso_text_of_a_datetime_subclass_is_its_isoformat() -> None:
+    class Stamp(datetime):
+        def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+            return "subclass"
+
+    assert iso_text(Stamp(2024, 1, 1, tzinfo=UTC)) == "subclass"
