@@ -172,8 +172,7 @@ class LocalBook:
         if delta.last_id <= last:
             self.stale += 1
             return _STALE
-        prev = delta.prev_id  # _continues, inlined: once per delta
-        if not (prev == last if prev is not None else delta.first_id <= last + 1):
+        if not self._continues(delta, last):
             return self._gap(delta, f"book at {last}, got {_span(delta)}")
         self._bids.update(delta.bids)
         self._asks.update(delta.asks)

@@ -45,8 +45,9 @@ EXCHANGE = "huobi"
 # notation (Java's, ``9.121E-7``: one non-zero digit before the point), prices non-zero,
 # in HTX's compact JSON. The check is the shape only; the exact bounds of a scientific
 # number are checked on its plain rendering.
-_NUM = rf"(?:{PLAIN_NUMBER}|[1-9](?:\.[0-9]{{1,17}})?E[-+]?[0-9]{{1,2}})"
-_PRICE = rf"(?:(?=[0-9.]*[1-9]){PLAIN_NUMBER}|[1-9](?:\.[0-9]{{1,17}})?E[-+]?[0-9]{{1,2}})"
+_SCIENTIFIC = r"[1-9](?:\.[0-9]{1,17})?E[-+]?[0-9]{1,2}"
+_NUM = rf"(?:{PLAIN_NUMBER}|{_SCIENTIFIC})"
+_PRICE = rf"(?:(?=[0-9.]*[1-9]){PLAIN_NUMBER}|{_SCIENTIFIC})"  # non-zero
 _LEVEL = rf"\[{_PRICE},{_NUM}\]"
 _SIDE = re.compile(rf"\[(?:{_LEVEL}(?:,{_LEVEL})*)?\]").fullmatch
 _PAIRS = re.compile(r"\[([0-9.E+-]+),([0-9.E+-]+)\]").findall
