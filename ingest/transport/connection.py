@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode
-from websockets.protocol import Event
+from websockets.protocol import CONNECTING, OPEN, Event
 
 from ingest.errors import ExchangeError
 from ingest.transport.framing import FrameRejected
@@ -46,16 +46,121 @@ _MAX_CLOSE_REASON = 100  # the protocol allows 123 bytes
 
 class DirectClientConnection(ClientConnection):
     """A ``websockets`` client connection that hands each complete, unfragmented data
-    message to ``on_message`` as the protocol parses it, instead of queueing it for
-    ``recv()``. Everything else (handshake, control frames, fragmented messages, frames
-    while the ``recv()`` queue still holds earlier ones, and every frame while
-    ``on_message`` is unset) takes the library's own path."""
+    message to ``on_message`` as it arrives, instead of queueing it for ``recv()``.
+
+    The framing of those messages (FIN set, no RSV bit, text or binary, unmasked, within
+    ``max_size``, nothing fragmented in progress) is read here, from the bytes of each
+    socket read: the library's parser costs a generator run and a ``Frame`` per message,
+    about 7 µs here, the loop below about 1. Every other frame (pings, pongs, close,
+    fragments, compressed or malformed frames) is handed to the library whole, and so are
+    the handshake and everything after the connection leaves the OPEN state, so the
+    library's parser is always at a frame boundary when it is given bytes. Frames also take
+    the library's path while ``on_message`` is unset or while its ``recv()`` queue holds
+    earlier messages (order is kept). A partial frame at the end of a read waits here,
+    bounded by ``max_size``."""
 
     on_message: Callable[[Frame], None] | None = None
     on_control: Callable[[], None] | None = None  # a ping or pong arrived
     on_invalid_text: Callable[[bytes], None] | None = None  # a text frame that is not UTF-8
+    _partial: bytes | bytearray = b""  # the start of a frame that has not all arrived
+    _head: bytes = b""  # the last bytes of an unfinished handshake response
+    _library_reads: bool = False  # every byte goes to the library from now on
+
+    def data_received(self, data: bytes) -> None:
+        if self._library_reads:
+            super().data_received(data)
+            return
+        state = self.protocol.state
+        if state is not OPEN:
+            if state is not CONNECTING:  # we sent a close frame: the library reads the rest
+                self._hand_over(bytes(self._partial) + data, 0)
+                return
+            data = self._handshake(data)
+            if not data:
+                return
+        if self._partial:
+            buf: bytes | bytearray = self._partial
+            buf += data  # a bytearray: amortised growth while a large frame arrives
+        else:
+            buf = data
+        self._frames(buf)
+
+    def _handshake(self, data: bytes) -> bytes:
+        """Bytes before the end of the HTTP response go to the library; the frames that
+        came in the same read are returned."""
+        window = self._head + data
+        end = window.find(b"\r\n\r\n")
+        if end < 0:
+            self._head = window[-3:]
+            super().data_received(data)
+            return b""
+        cut = end + 4 - len(self._head)
+        self._head = b""
+        super().data_received(data[:cut])
+        rest = data[cut:]
+        if self.protocol.state is not OPEN:
+            self._library_reads = True
+            if rest:
+                super().data_received(rest)
+            return b""
+        return rest
+
+    def _frames(self, buf: bytes | bytearray) -> None:
+        proto = self.protocol
+        max_size = proto.max_message_size
+        size = len(buf)
+        pos = 0
+        while size - pos >= 2:
+            head1, head2 = buf[pos], buf[pos + 1]
+            length = head2 & 0x7F
+            start = pos + 2
+            if length == 126:
+                if size - start < 2:
+                    break
+                length = int.from_bytes(buf[start:start + 2])
+                start += 2
+            elif length == 127:
+                if size - start < 8:
+                    break
+                length = int.from_bytes(buf[start:start + 8])
+                start += 8
+            if (max_size is not None and length > max_size) or head2 & 0x80:
+                # Too big (1009) or masked (1002): the library refuses it from its header.
+                self._hand_over(buf, pos)
+                return
+            end = start + length
+            if end > size:
+                break
+            on_message = self.on_message
+            if ((head1 == 0x81 or head1 == 0x82) and on_message is not None
+                    and proto.current_size is None
+                    and not self.recv_messages.frames.queue):
+                if head1 == 0x82:
+                    on_message(bytes(buf[start:end]))
+                else:
+                    try:
+                        text = str(buf[start:end], "utf-8")
+                    except UnicodeDecodeError:  # the library checks this only in recv()
+                        if self.on_invalid_text is not None:
+                            self.on_invalid_text(bytes(buf[start:end]))
+                    else:
+                        on_message(text)
+            else:
+                super().data_received(bytes(buf[pos:end]))
+                if proto.state is not OPEN:  # closing, or the library failed the connection
+                    self._hand_over(buf, end)
+                    return
+            pos = end
+        self._partial = bytearray(buf[pos:]) if pos < size else b""
+
+    def _hand_over(self, buf: bytes | bytearray, pos: int) -> None:
+        self._library_reads = True
+        self._partial = b""
+        if pos < len(buf):
+            super().data_received(bytes(buf[pos:]))
 
     def process_event(self, event: Event) -> None:
+        # Frames the library parsed: see the class docstring for which.
         if (type(event) is WsFrame and self.on_control is not None
                 and (event.opcode is Opcode.PING or event.opcode is Opcode.PONG)):
             self.on_control()
