@@ -17,11 +17,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import time
 import types
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -80,12 +82,30 @@ def options_from(args: argparse.Namespace, settings: Settings) -> RunOptions:
     else:
         shard = parse_shard(settings.service.shard, settings.source, "service.shard")
     port = getattr(args, "health_port", None)
+    record = getattr(args, "record", None)
+    record_dir = record or settings.service.record_dir
+    if record_dir:
+        _check_record_dir(record_dir, "--record" if record else
+                          f"service.record_dir in {settings.source}")
     return RunOptions(
         simulate=bool(getattr(args, "simulate", False)),
-        record_dir=getattr(args, "record", None) or settings.service.record_dir,
+        record_dir=record_dir,
         health_port=settings.health.port if port is None else port,
         shard=shard,
     )
+
+
+def _check_record_dir(path: str, where: str) -> None:
+    """Create the recording directory now, so a path that cannot be one is a clear error
+    before the database and the exchanges are touched."""
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot create the directory {path!r}: "
+                          f"{exc.strerror or exc}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: the directory {path!r} is not writable")
 
 
 @dataclass
@@ -161,9 +181,9 @@ async def _pipeline(service: Service) -> None:
     writer_settings = dataclasses.replace(
         settings.writer, shutdown_budget_s=max(0.5, budget_s - 2 * producer_budget_s - 0.5))
     sink = Sink(service.pool, writer_settings)
-    http = HttpClient()
-    session = aiohttp.ClientSession()
     recorder = Recorder(opts.record_dir) if opts.record_dir else None
+    http = HttpClient(recorder=recorder)  # REST book images are part of a recording
+    session = aiohttp.ClientSession()
     repairer = GapRepairer(settings, sink, service.pool) if settings.backfill.gap_repair else None
     if repairer is not None:  # its jobs' progress shows on /metrics and in the summary
         repairer.backfiller.progress = service.observer.backfill
@@ -362,7 +382,7 @@ def _install_signals(stop_event: asyncio.Event) -> Callable[[], None]:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    options_from(args, settings)  # fail on a bad --shard before starting anything
+    options_from(args, settings)  # fail on a bad --shard or --record before starting anything
     check_streams(settings)
     stop_event = asyncio.Event()
     remove_signals = _install_signals(stop_event)

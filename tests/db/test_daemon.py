@@ -107,6 +107,30 @@ def test_options_from_args_and_settings() -> None:
         daemon.options_from(argparse.Namespace(shard="1/1"), settings)
 
 
+def test_a_record_dir_that_cannot_be_one_is_a_config_error(tmp_path: Path) -> None:
+    settings = settings_for("postgresql://x@h/db")
+    (tmp_path / "afile").write_text("")
+    for bad in (tmp_path / "afile", tmp_path / "afile" / "below"):
+        with pytest.raises(ConfigError, match=f"--record: cannot create the directory .*{bad.name}"):
+            daemon.options_from(argparse.Namespace(record=str(bad)), settings)
+    fresh = tmp_path / "new" / "rec"
+    assert daemon.options_from(argparse.Namespace(record=str(fresh)), settings).record_dir == str(fresh)
+    assert fresh.is_dir()
+    in_config = dataclasses.replace(settings, service=dataclasses.replace(
+        settings.service, record_dir=str(tmp_path / "afile")))
+    with pytest.raises(ConfigError, match=r"service\.record_dir in"):
+        daemon.options_from(argparse.Namespace(), in_config)
+
+
+def test_run_with_a_bad_record_dir_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    proc = run_cli("run", "--record", str(tmp_path / "afile"), "--database-url",
+                   "postgresql://x@127.0.0.1:1/x", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "--record: cannot create the directory" in proc.stderr
+
+
 async def test_components_run_until_stop_and_drain(database_url: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
@@ -183,3 +207,50 @@ async def test_a_symbol_the_exchange_does_not_list_stops_the_service_with_exit_2
     errors = [e for e in logs if e["log_level"] == "error"]
     assert [e["event"] for e in errors] == ["configuration error; stopping the service"]
     assert "NOPE/USDT" in errors[0]["error"] and "binance" in errors[0]["error"]
+
+
+async def test_a_recording_holds_the_rest_book_images_it_was_synced_from(
+    database_url: str, tmp_path: Path,
+) -> None:
+    """``--record``: the REST depth snapshots the Binance books start from are recorded
+    beside the frames, so a replay can sync the same books."""
+    import gzip
+
+    from ingest.settings import parse_settings
+    from ingest.sim import start_simulator
+
+    sim = await start_simulator("127.0.0.1", 0, seed=3, symbols=("BTC/USDT",))
+    stop = asyncio.Event()
+    try:
+        binance = {**sim.endpoints()["binance"], "symbols": ["BTC/USDT"], "channels": ["book"]}
+        settings = parse_settings({
+            "database": {"url": database_url},
+            "writer": {"spool_dir": str(tmp_path / "spool"), "flush_interval_ms": 50},
+            "backfill": {"gap_repair": False}, "metrics": {"enabled": False},
+            "exchanges": {"binance": binance, "gateio": {"enabled": False},
+                          "huobi": {"enabled": False}},
+        }, "<test>")
+        args = argparse.Namespace(health_port=0, record=str(tmp_path / "rec"))
+        run = asyncio.create_task(daemon.run_service(settings, args, stop))
+        conn = await asyncpg.connect(database_url)
+        try:
+            for _ in range(600):  # the first stored snapshot: the REST image was fetched
+                try:
+                    if await conn.fetchval("SELECT count(*) FROM order_books"):
+                        break
+                except asyncpg.UndefinedTableError:
+                    pass  # the service is still applying the schema
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("no book snapshot within 30 s")
+        finally:
+            await conn.close()
+            stop.set()
+            code = await asyncio.wait_for(run, timeout=30)
+        assert code == 0
+    finally:
+        await sim.stop()
+    rest = [p for p in (tmp_path / "rec").iterdir() if p.name.startswith("http.")]
+    assert rest, sorted(p.name for p in (tmp_path / "rec").iterdir())
+    text = b"".join(gzip.decompress(p.read_bytes()) for p in rest).decode()
+    assert "/binance/api/v3/depth?symbol=BTCUSDT" in text and '"lastUpdateId"' in text
