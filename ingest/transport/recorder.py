@@ -278,6 +278,8 @@ class Recorder:
             _log.error("recorder.close_timeout", pending=self._queue.qsize())
             return
         self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            _log.error("recorder.close_timeout", pending=self._queue.qsize())
 
     def _put(self, op: tuple[Any, ...], block_s: float = 0.0) -> None:
         if self._closed:
@@ -306,7 +308,7 @@ class Recorder:
                 break
             try:
                 self._apply(op)
-            except OSError as exc:
+            except Exception as exc:  # the thread must outlive any one line
                 self._write_failed(op, exc)
             if time.monotonic() - last_flush >= self.flush_interval_s:
                 self._flush_all()
@@ -340,6 +342,11 @@ class Recorder:
         if seg is None:
             started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             seg = self._open_segment(stream, 0, started)
+            connect = self._connect_lines.get(stream)
+            if connect is not None and repeat_connect:
+                # A fresh file after a failed write: it opens with its connection's URL,
+                # or a replay could not tell whose frames follow.
+                self._emit(seg, connect)
         self._emit(seg, line)
 
     def _emit(self, seg: _Segment, line: bytes) -> None:
@@ -378,12 +385,13 @@ class Recorder:
             except OSError as exc:
                 self._write_failed(("flush",), exc)
 
-    def _write_failed(self, op: tuple[Any, ...], exc: OSError) -> None:
+    def _write_failed(self, op: tuple[Any, ...], exc: Exception) -> None:
         self.write_errors += 1
         now = time.monotonic()
         if now - self._last_error_log >= 60.0:  # a full disk fails every line: log sparingly
             self._last_error_log = now
-            _log.error("recorder.write_failed", error=str(exc)[:200], errors=self.write_errors)
+            _log.error("recorder.write_failed", error=f"{type(exc).__name__}: {exc}"[:200],
+                       errors=self.write_errors)
         if op[0] == "line":
             # Start a fresh file next time rather than keep writing into a broken one.
             try:

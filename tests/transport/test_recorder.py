@@ -90,6 +90,40 @@ def test_rotation_by_size_repeats_the_connect_line(tmp_path: Path) -> None:
     assert all(r.url == "wss://stream.binance.com:9443/ws" for r in records)
 
 
+def test_after_a_failed_write_the_next_file_opens_with_the_connect_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write error closes the broken file; the next one must start with its connection's
+    URL, or every file of the directory is refused by ``ingest replay``."""
+    rec = Recorder(tmp_path)
+    emit = rec._emit
+    failures = iter([OSError(28, "No space left on device"), UnicodeEncodeError(
+        "utf-8", "\ud800", 0, 1, "surrogates not allowed")])
+
+    def flaky(seg: object, line: bytes) -> None:
+        if b'"fail"' in line:
+            raise next(failures)
+        emit(seg, line)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rec, "_emit", flaky)
+    rec.connected("binance.1", "wss://stream.binance.com:9443/ws", 1.0)
+    rec.received("binance.1", 2.0, '{"i":1}')
+    rec.received("binance.1", 3.0, '{"fail":1}')  # an OSError: the file is closed
+    rec.received("binance.1", 4.0, '{"i":2}')
+    rec.received("binance.1", 5.0, '{"fail":2}')  # anything else: the thread goes on
+    rec.received("binance.1", 6.0, '{"i":3}')
+    assert rec.flush()
+    rec.close()
+    assert rec.write_errors == 2
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 3
+    for path in files:
+        assert next(iter(read_capture(path))).kind == "connect"
+    records = [r for r in read_capture(files) if r.kind == "recv"]
+    assert sorted(r.payload for r in records) == ['{"i":1}', '{"i":2}', '{"i":3}']
+    assert all(r.url == "wss://stream.binance.com:9443/ws" for r in records)
+
+
 def test_torn_final_line_of_a_plain_file_is_skipped_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "crashed.ws.1.0"
     path.write_text('wss://x/ws <-> 1.0\n2.0: {"a":1}\n3.0: {"a":2')
