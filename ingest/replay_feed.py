@@ -36,7 +36,6 @@ say which new connection was a reconnect and which a rotation, so open candles c
 from __future__ import annotations
 
 import heapq
-import itertools
 import re
 import zlib
 from collections import Counter
@@ -168,17 +167,57 @@ def _read(path: Path, stats: CaptureStats) -> Iterator[CaptureRecord]:
         yield from read_capture(path, stats=stats)
     except zlib.error:  # corrupt deflate data (read_capture handles a cut-short stream)
         stats.torn_lines += 1  # the rest of this file is unreadable; the others go on
+    except OSError as exc:  # gone, unreadable, or out of file descriptors
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+
+
+def _data(group: list[Path], stats: CaptureStats) -> Iterator[CaptureRecord]:
+    """The data-bearing records of one recorded connection, its segments in order."""
+    for path in group:
+        for record in _read(path, stats):
+            if record.kind in _KINDS and record.ts is not None:
+                yield record
+
+
+def _first_ts(group: list[Path]) -> float | None:
+    records = _data(group, CaptureStats())  # a look only: counted when really read
+    try:
+        first = next(records, None)
+    finally:
+        records.close()
+    return None if first is None else first.ts
 
 
 def merged(paths: list[Path], stats: CaptureStats) -> Iterator[CaptureRecord]:
     """Every data-bearing record of every file, merged by timestamp (each file's own order
-    is kept; at equal timestamps the file given first goes first)."""
+    is kept; at equal timestamps the file given first goes first).
 
-    def one(group: list[Path]) -> Iterator[CaptureRecord]:
-        records = itertools.chain.from_iterable(_read(p, stats) for p in group)
-        return (r for r in records if r.kind in _KINDS and r.ts is not None)
-
-    return heapq.merge(*(one(g) for g in _streams(paths)), key=lambda r: r.ts or 0.0)
+    A connection's files are opened when the merge reaches its first record and closed
+    when it ends, so only connections that overlap in time are open at once: a long
+    recording has one file per connection, thousands after a day of reconnects."""
+    waiting: list[tuple[float, int, list[Path]]] = []  # (first ts, order, files), latest first
+    for order, group in enumerate(_streams(paths)):
+        first = _first_ts(group)
+        if first is not None:
+            waiting.append((first, order, group))
+    waiting.sort(reverse=True)
+    heap: list[tuple[float, int, CaptureRecord, Iterator[CaptureRecord]]] = []
+    while heap or waiting:
+        while waiting and (not heap or waiting[-1][0] <= heap[0][0]):
+            _, order, group = waiting.pop()
+            records = _data(group, stats)
+            record = next(records, None)
+            if record is not None:
+                heapq.heappush(heap, (record.ts or 0.0, order, record, records))
+        if not heap:
+            continue
+        _, order, record, records = heap[0]
+        yield record
+        following = next(records, None)
+        if following is None:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, (following.ts or 0.0, order, following, records))
 
 
 # -- the replay ----------------------------------------------------------------------------

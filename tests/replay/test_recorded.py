@@ -193,3 +193,40 @@ def test_unknown_exchange_frames_and_damaged_lines_are_counted(tmp_path: Path) -
 ])
 def test_exchange_of(url: str, exchange: str | None) -> None:
     assert exchange_of(url) == exchange
+
+
+def _agg_trade(trade_id: int, ts: float) -> str:
+    return json.dumps({"stream": "btcusdt@aggTrade", "data": {
+        "e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": trade_id, "p": "100.10", "q": "0.50",
+        "f": 1, "l": 1, "T": int(ts * 1000), "m": True}})
+
+
+def test_a_recording_of_many_connections_replays_with_few_open_files(tmp_path: Path) -> None:
+    """One file per connection: a day of reconnects is thousands of files. The merge opens
+    a connection's files when it reaches them, so 64 file descriptors replay 300."""
+    import resource
+    import subprocess
+    import sys
+
+    from .util import REPO
+
+    directory = tmp_path / "rec"
+    rec = Recorder(directory)
+    for i in range(300):  # one after the other, as reconnects are
+        stream = f"binance.stream0.{i}"
+        rec.connected(stream, BINANCE_WS, T0 + 10 * i)
+        rec.received(stream, T0 + 10 * i + 1, _agg_trade(1000 + i, T0 + 10 * i + 1))
+        rec.end(stream)
+    rec.close()
+    assert len(list(directory.iterdir())) == 300
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "replay", "--dry-run", str(directory)],
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=120, check=False, preexec_fn=few_files)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trades = of_type(json_lines(result.stdout), "trade")
+    assert [t["trade_id"] for t in trades] == list(range(1000, 1300))
