@@ -42,7 +42,7 @@ from ingest.health import HealthServer
 from ingest.logs import get_logger
 from ingest.metrics.service import MetricsService
 from ingest.observe import Observer, summary_loop
-from ingest.settings import Settings, parse_shard, redact_dsn
+from ingest.settings import Settings, parse_shard, port_number, redact_dsn
 from ingest.sink import Sink
 from ingest.transport.http import HttpClient
 from ingest.transport.recorder import Recorder
@@ -51,17 +51,11 @@ log = get_logger("ingest.daemon")
 T = TypeVar("T")
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
-    return int(text)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--simulate", action="store_true",
                         help="point the exchanges and metrics sources at `ingest simulate`")
     parser.add_argument("--record", metavar="DIR", help="record raw websocket frames under DIR")
-    parser.add_argument("--health-port", type=_port, metavar="P",
+    parser.add_argument("--health-port", type=port_number, metavar="P",
                         help="port for /healthz, /readyz and /metrics (default: health.port)")
     parser.add_argument("--shard", metavar="K/N",
                         help="take only the (exchange, symbol) pairs hashing to K of N")

@@ -7,6 +7,7 @@ the dataclasses below and are mirrored, documented, in ``config/ingest.toml``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import ipaddress
 import os
@@ -539,6 +540,13 @@ def to_display(settings: Settings) -> dict[str, Any]:
         return obj
 
     return conv(settings)  # type: ignore[no-any-return]
+
+
+def port_number(text: str) -> int:
+    """A ``--…-port`` argument: 0-65535 (0: any free port). For argparse ``type=``."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
+    return int(text)
 
 
 def parse_shard(value: str, source: str = "command line", key: str = "--shard") -> tuple[int, int]:

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from ingest.errors import ConfigError
+from ingest.settings import port_number
 from ingest.sim.server import DEFAULT_PORT, run_simulator
 
 
@@ -23,7 +24,7 @@ def _symbols(text: str) -> tuple[str, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                         help="listen port, 0 for any free port (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the deterministic market data (default %(default)s)")

@@ -28,6 +28,7 @@ Probabilities are in [0, 1]; the random draws are seeded, so a run is repeatable
 from __future__ import annotations
 
 import gzip
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -79,14 +80,17 @@ def _number(key: str, value: str, spec: str) -> float:
         number = float(value)
     except ValueError:
         raise ConfigError(f"--faults {spec!r}: {key}={value!r} is not a number") from None
-    if number < 0 or (key in _PROBABILITIES and number > 1):
+    if not math.isfinite(number) or number < 0 or (key in _PROBABILITIES and number > 1):
         raise ConfigError(f"--faults {spec!r}: {key}={value} is out of range")
     return number
 
 
 def _stall(value: str, spec: str) -> Stall:
     target, _, times = value.partition(":")
-    exchange, _, symbol = target.rpartition("/")
+    # EXCHANGE/SYMBOL, or a symbol alone in any spelling (BTCUSDT, BTC/USDT, BTC_USDT)
+    head, _, rest = target.partition("/")
+    # Two slashes: EXCHANGE/BASE/QUOTE, the first part must be an exchange (checked below).
+    exchange, symbol = (head, rest) if "/" in rest or _is_exchange(head) else ("", target)
     parts = times.split(":") if times else []
     if not symbol or not 1 <= len(parts) <= 2:
         raise ConfigError(
@@ -97,11 +101,24 @@ def _stall(value: str, spec: str) -> Stall:
     except ConfigError as exc:
         raise ConfigError(f"--faults {spec!r}: stall={value!r}: {exc}") from None
     return Stall(
-        symbol=symbol.replace("/", "").replace("_", "").replace("-", "").upper(),
+        symbol=compact_symbol(symbol),
         after_s=_number("stall", parts[0], spec),
         for_s=_number("stall", parts[1], spec) if len(parts) == 2 else None,
         exchange=canonical,
     )
+
+
+def compact_symbol(symbol: str) -> str:
+    """``BTC/USDT``, ``btc_usdt``, ``BTC-USDT`` → ``BTCUSDT``."""
+    return symbol.replace("/", "").replace("_", "").replace("-", "").upper()
+
+
+def _is_exchange(name: str) -> bool:
+    try:
+        canonical_exchange(name)
+    except ConfigError:
+        return False
+    return True
 
 
 def parse_faults(spec: str) -> FaultSpec:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import signal
 import time
@@ -32,7 +33,7 @@ from ingest.settings import EXCHANGES
 from ingest.sim import book as books
 from ingest.sim.binance import BinanceFeed
 from ingest.sim.binance_rest import BinanceRest
-from ingest.sim.faults import FaultSpec, parse_faults
+from ingest.sim.faults import FaultSpec, compact_symbol, parse_faults
 from ingest.sim.feed import Feed, FeedConfig
 from ingest.sim.gateio import GateFeed
 from ingest.sim.gateio_rest import GateRest
@@ -84,8 +85,18 @@ class SimOptions:
         self.fault_spec = (
             parse_faults(self.faults) if isinstance(self.faults, str) else self.faults
         )
-        if self.rate <= 0:
-            raise ConfigError(f"--rate must be positive, got {self.rate}")
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ConfigError(f"--rate must be a positive number, got {self.rate}")
+        if self.trades_per_minute is not None and self.trades_per_minute <= 0:
+            raise ConfigError(f"--trades-per-minute must be positive, got {self.trades_per_minute}")
+        if self.duration_s is not None and not (math.isfinite(self.duration_s)
+                                                and self.duration_s >= 0):
+            raise ConfigError(f"--duration must be 0 or more seconds, got {self.duration_s}")
+        for name, value in (("--binance-ping-interval", self.binance_ping_interval_s),
+                            ("--binance-pong-timeout", self.binance_pong_timeout_s),
+                            ("--huobi-ping-interval", self.huobi_ping_interval_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
         if not self.symbols:
             raise ConfigError("--symbols must name at least one symbol")
         if not 0 <= self.huobi_gzip_level <= 9:
@@ -93,6 +104,11 @@ class SimOptions:
         unknown = set(self.exchanges) - set(EXCHANGES)
         if unknown:
             raise ConfigError(f"unknown exchanges {sorted(unknown)} (known: {EXCHANGES})")
+        simulated = {compact_symbol(s) for s in self.symbols}
+        for stall in self.fault_spec.stalls:
+            if stall.symbol not in simulated:
+                raise ConfigError(f"--faults stall: {stall.symbol} is not one of the simulated "
+                                  f"symbols ({', '.join(sorted(simulated))})")
 
     def per_market_trades_per_minute(self) -> int:
         if self.trades_per_minute is not None:

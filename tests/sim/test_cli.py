@@ -35,6 +35,34 @@ async def test_bad_faults_exit_with_config_error(capsys: pytest.CaptureFixture[s
     assert "unknown fault 'explode'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    (("--rate", "nan"), "--rate must be a positive number, got nan"),
+    (("--rate", "inf"), "--rate must be a positive number, got inf"),
+    (("--rate", "0"), "--rate must be a positive number"),
+    (("--duration", "-5"), "--duration must be 0 or more seconds"),
+    (("--duration", "nan"), "--duration must be 0 or more seconds"),
+    (("--binance-ping-interval", "0"), "--binance-ping-interval must be a positive number"),
+    (("--huobi-ping-interval", "-1"), "--huobi-ping-interval must be a positive number"),
+    (("--trades-per-minute", "0"), "--trades-per-minute must be positive"),
+    (("--faults", "retry_after=inf"), "retry_after=inf is out of range"),
+    (("--faults", "stall=XRP/USDT:20"), "XRPUSDT is not one of the simulated symbols"),
+])
+async def test_bad_options_are_one_line_and_exit_2(
+    argv: tuple[str, ...], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli.main(parse("--port", "0", *argv)) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("port", ["-1", "70000", "x"])
+def test_bad_port_is_an_argument_error(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse("--port", port)
+    assert exited.value.code == 2
+    assert "must be a port number 0-65535" in capsys.readouterr().err
+
+
 async def test_run_simulator_serves_until_cancelled() -> None:
     started: asyncio.Future[Simulator] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_simulator("127.0.0.1", 0, symbols=("BTC/USDT",),

@@ -34,8 +34,15 @@ def test_spec_syntax() -> None:
     assert parse_faults("") == FaultSpec()
 
 
+def test_stall_takes_the_symbol_in_any_spelling_with_or_without_an_exchange() -> None:
+    spec = parse_faults("stall=BTC/USDT:20,stall=binance/BTC/USDT:5,stall=htx/eth_usdt:1:2")
+    assert spec.stalls == (Stall("BTCUSDT", 20.0), Stall("BTCUSDT", 5.0, None, "binance"),
+                           Stall("ETHUSDT", 1.0, 2.0, "huobi"))
+
+
 @pytest.mark.parametrize("bad", ["dup=2", "drop=x", "flood=1", "stall=BTCUSDT", "dup",
-                                 "stall=kraken/BTCUSDT:1"])
+                                 "stall=kraken/BTC/USDT:1", "dup=nan", "drop=inf",
+                                 "retry_after=inf", "stall=BTCUSDT:nan"])
 def test_bad_specs_name_the_item(bad: str) -> None:
     with pytest.raises(ConfigError, match="--faults"):
         parse_faults(bad)
