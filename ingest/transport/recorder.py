@@ -236,6 +236,7 @@ class Recorder:
         self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(max_pending)
         self._segments: dict[str, _Segment] = {}  # writer thread only
         self._connect_lines: dict[str, bytes] = {}  # writer thread only
+        self._unrecorded: set[str] = set()  # producer side: connections whose connect was dropped
         self._closed = False
         self._last_error_log = 0.0
         self._thread = threading.Thread(target=self._run, name="ingest-recorder", daemon=True)
@@ -244,12 +245,21 @@ class Recorder:
     # -- producer side (event loop): enqueue only ---------------------------------------
 
     def connected(self, stream: str, url: str, ts: float) -> None:
-        self._put(("line", stream, "connect", url, ts, None))
+        if not self._put(("line", stream, "connect", url, ts, None)):
+            # Without its connect line a file's frames belong to no exchange and a replay
+            # refuses it: this connection's frames are dropped (and counted) instead.
+            self._unrecorded.add(stream)
 
     def sent(self, stream: str, url: str, ts: float, payload: Payload) -> None:
+        if stream in self._unrecorded:
+            self.dropped += 1
+            return
         self._put(("line", stream, "sent", url, ts, payload))
 
     def received(self, stream: str, ts: float, payload: Payload) -> None:
+        if stream in self._unrecorded:
+            self.dropped += 1
+            return
         self._put(("line", stream, "recv", None, ts, payload))
 
     def rest(self, stream: str, url: str, ts: float, body: Payload) -> None:
@@ -260,6 +270,7 @@ class Recorder:
 
     def end(self, stream: str) -> None:
         """The connection is gone: close its file."""
+        self._unrecorded.discard(stream)
         self._put(("end", stream))
 
     def flush(self, timeout_s: float = 5.0) -> bool:
@@ -281,10 +292,10 @@ class Recorder:
         if self._thread.is_alive():
             _log.error("recorder.close_timeout", pending=self._queue.qsize())
 
-    def _put(self, op: tuple[Any, ...], block_s: float = 0.0) -> None:
+    def _put(self, op: tuple[Any, ...], block_s: float = 0.0) -> bool:
         if self._closed:
             self.dropped += 1
-            return
+            return False
         try:
             if block_s:
                 self._queue.put(op, timeout=block_s)
@@ -294,6 +305,8 @@ class Recorder:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 _log.warning("recorder.dropped", dropped=self.dropped)
+            return False
+        return True
 
     # -- writer thread --------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import queue
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,36 @@ def test_garbage_and_long_lines_are_counted(tmp_path: Path) -> None:
     records = list(read_capture(path, stats=stats, max_line_bytes=1000))
     assert records == [CaptureRecord("recv", None, 2.0, "ok")]
     assert stats.bad_lines == 1 and stats.long_lines == 1
+
+
+def test_a_connection_whose_connect_line_was_dropped_is_not_recorded(tmp_path: Path) -> None:
+    """A file without its connect line would make ``ingest replay`` refuse the directory:
+    the connection's frames are dropped and counted instead, the others recorded."""
+    rec = Recorder(tmp_path)
+    put = rec._queue.put_nowait
+    full_once = iter([True])
+
+    def full_for_the_first_connect(op: tuple[object, ...]) -> None:
+        if op[0] == "line" and op[2] == "connect" and next(full_once, False):
+            raise queue.Full
+        put(op)
+
+    rec._queue.put_nowait = full_for_the_first_connect  # type: ignore[method-assign]
+    rec.connected("gate.1", "wss://api.gateio.ws/ws/v4/", 1.0)  # dropped: the queue was full
+    rec.connected("gate.2", "wss://api.gateio.ws/ws/v4/", 1.5)
+    for ts in (2.0, 3.0):
+        rec.sent("gate.1", "wss://api.gateio.ws/ws/v4/", ts, "sub")
+        rec.received("gate.1", ts, "lost")
+        rec.received("gate.2", ts, "kept")
+    rec.end("gate.1")
+    rec.connected("gate.1", "wss://api.gateio.ws/ws/v4/", 4.0)  # a stream id used again
+    rec.received("gate.1", 5.0, "after")
+    rec.close()
+    assert rec.dropped == 5  # the connect line and the four lines of its connection
+    for path in tmp_path.iterdir():
+        assert next(iter(read_capture(path))).kind == "connect", path.name
+    payloads = sorted(r.payload for r in read_capture(tmp_path) if r.kind == "recv")
+    assert payloads == ["after", "kept", "kept"]
 
 
 def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
