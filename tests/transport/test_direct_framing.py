@@ -279,3 +279,33 @@ def test_a_partial_frame_waits_for_the_rest_and_is_bounded() -> None:
         conn.connection_lost(None)
 
     asyncio.run(check())
+
+
+def test_data_frame_inside_a_fragmented_message_fails_even_while_recv_waits() -> None:
+    """The reader task may already hold the first fragment (the library's queue is then
+    empty): a complete data frame before the last fragment is still a protocol error."""
+
+    async def one(direct: bool) -> int | None:
+        protocol = ClientProtocol(parse_uri("ws://exchange.test/ws"), max_size=MAX_SIZE)
+        cls = DirectClientConnection if direct else ClientConnection
+        conn = cls(protocol, ping_interval=None, ping_timeout=None, close_timeout=1)
+        conn.connection_made(FakeTransport())
+        request = protocol.connect()
+        protocol.send_request(request)
+        if isinstance(conn, DirectClientConnection):
+            conn.on_message = lambda message: None
+        conn.data_received(response_for(request.headers["Sec-WebSocket-Key"]))
+        reader = asyncio.ensure_future(conn.recv())
+        conn.data_received(frame(Opcode.TEXT, b"first half", False))
+        for _ in range(5):  # let the reader take the fragment (no timing: loop turns)
+            await asyncio.sleep(0)
+        assert not conn.recv_messages.frames.queue  # taken by the waiting reader
+        conn.data_received(frame(Opcode.TEXT, b"not a continuation"))
+        reader.cancel()
+        conn.connection_lost(None)
+        return None if protocol.close_sent is None else int(protocol.close_sent.code)
+
+    async def check() -> None:
+        assert await one(True) == await one(False) == 1002
+
+    asyncio.run(check())
