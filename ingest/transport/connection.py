@@ -151,7 +151,12 @@ class DirectClientConnection(ClientConnection):
                     self._hand_over(buf, end)
                     return
             pos = end
-        self._partial = bytearray(buf[pos:]) if pos < size else b""
+        if pos >= size:
+            self._partial = b""
+        elif buf is self._partial:  # the start of a large frame, growing read by read
+            del buf[:pos]  # in place: no copy of what has arrived so far
+        else:
+            self._partial = bytearray(buf[pos:])
 
     def _hand_over(self, buf: bytes | bytearray, pos: int) -> None:
         self._library_reads = True
