@@ -59,6 +59,7 @@ class RawReply:
         return self.text.encode()
 
 
+_BACK_OFF = (418, 429, 503)  # statuses whose Retry-After is honoured
 _CAPTURE: contextvars.ContextVar[RawReply | None] = contextvars.ContextVar(
     "ingest_backfill_capture", default=None)
 
@@ -225,9 +226,19 @@ class ExchangeClient:
             token = _CAPTURE.set(box)
             self.stats.requests += 1
             try:
-                return await fn(box)
+                try:
+                    return await fn(box)
+                except ccxt.ExchangeError as exc:
+                    if box.status not in _BACK_OFF and box.status < 500:
+                        raise
+                    # An error body on a 429/418/5xx (HTX answers 429 with its own error
+                    # envelope, which ccxt maps by body to a plain ExchangeError): what the
+                    # HTTP status says wins, and that is "retry later".
+                    retry: type[ccxt.NetworkError] = (
+                        ccxt.ExchangeNotAvailable if box.status >= 500 else ccxt.RateLimitExceeded)
+                    raise retry(str(exc)) from exc
             except ccxt.NetworkError as exc:
-                wait = _retry_after_s(box.headers) if box.status in (418, 429, 503) else None
+                wait = _retry_after_s(box.headers) if box.status in _BACK_OFF else None
                 exc.retry_after_s = wait  # read by the retry policy
                 if wait:
                     self._paused_until = max(self._paused_until, loop.time() + wait)

@@ -117,6 +117,29 @@ async def test_maintenance_and_gateway_errors_are_retried(
     assert len(await candle_rows(pool, exchange, "BTCUSDT")) == 10
 
 
+@pytest.mark.parametrize("exchange,path,fault", [
+    # HTX's own answer to a burst: an error envelope on a 429, which ccxt maps by the body
+    # to a plain ExchangeError; the status decides: retried.
+    ("huobi", "/v1/common/symbols", (429, {}, '{"status":"error","err-code":'
+     '"too-many-requests","err-msg":"429 too many request","data":null}')),
+    ("huobi", "/market/history/candles", (429, {}, '{"status":"error","err-code":'
+     '"too-many-requests","err-msg":"429 too many request","data":null}')),
+    ("gateio", "/candlesticks", (500, {}, '{"label":"SERVER_ERROR","message":"internal"}')),
+])
+async def test_an_error_body_on_a_429_or_5xx_is_retried(
+    settings: Settings, pool: asyncpg.Pool, run_backfill: RunBackfill, proxy_factory: Any,
+    exchange: str, path: str, fault: tuple[int, dict[str, str], str],
+) -> None:
+    proxy = await proxy_factory([fault], path)
+    prefix = "/gateio/api/v4" if exchange == "gateio" else "/huobi"
+    s = via(settings, exchange, proxy.url + prefix)
+    summary = await run_backfill([CandleJob(exchange, "BTC/USDT", "1m", DAY_MS,
+                                            DAY_MS + 10 * MINUTE_MS)], settings_=s)
+    assert [status for _, status in proxy.times[:2]] == [fault[0], 200]
+    assert not summary.errors and summary.retries == 1
+    assert len(await candle_rows(pool, exchange, "BTCUSDT")) == 10
+
+
 async def test_a_permanent_error_names_exchange_symbol_and_range(
     settings: Settings, run_backfill: RunBackfill, proxy_factory: Any
 ) -> None:
