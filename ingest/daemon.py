@@ -193,6 +193,7 @@ async def _pipeline(service: Service) -> None:
         service.observer.add_connectors(connectors)
         service.observer.set_metrics_service(metrics)
         service.observer.set_gap_repair(repairer)
+        service.observer.set_recorder(recorder)
         if repairer is not None:
             repairer.start(opts.shard)  # fills what was missed while we were down, in the background
         async with asyncio.TaskGroup() as tg:

@@ -106,6 +106,7 @@ class Snapshot:
     metric_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     gap_repair: dict[str, Any] = field(default_factory=dict)
     backfill: dict[str, Any] = field(default_factory=dict)
+    recorder: dict[str, Any] = field(default_factory=dict)  # empty unless --record
 
 
 class Observer:
@@ -117,6 +118,7 @@ class Observer:
         self.connectors: list[ConnectorLike] = []
         self.metrics_service: StatsSource | None = None
         self.gap_repair: StatsSource | None = None
+        self.recorder: StatsSource | None = None
         self.backfill = BackfillProgress()
         self.clock, self.wall = clock, wall
         self.started_wall = wall()
@@ -133,6 +135,9 @@ class Observer:
 
     def set_gap_repair(self, repairer: StatsSource | None) -> None:
         self.gap_repair = repairer
+
+    def set_recorder(self, recorder: StatsSource | None) -> None:
+        self.recorder = recorder
 
     def _read(self, name: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -161,6 +166,8 @@ class Observer:
             snap.metric_jobs = self._read("metrics", self.metrics_service.stats) or {}
         if self.gap_repair is not None:
             snap.gap_repair = self._read("gap_repair", self.gap_repair.stats) or {}
+        if self.recorder is not None:
+            snap.recorder = self._read("recorder", self.recorder.stats) or {}
         snap.backfill = self.backfill.as_dict()
         return snap
 
@@ -345,6 +352,13 @@ class IngestCollector(Collector):
         yield from _connector_families(snap)
         yield from _job_families(snap.metric_jobs)
         yield from _repair_families(snap)
+        if snap.recorder:
+            rec = snap.recorder
+            yield _fam("counter", "ingest_recorder_lines", "Lines of --record, by result",
+                       ["result"], [(["written"], rec.get("lines_written", 0)),
+                                    (["dropped"], rec.get("dropped", 0))])
+            yield _fam("counter", "ingest_recorder_write_errors", "Failed --record writes", [],
+                       [([], rec.get("write_errors", 0))])
 
 
 def metrics_registry(observer: Observer, *, process: bool = True) -> CollectorRegistry:

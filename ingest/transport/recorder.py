@@ -242,6 +242,11 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="ingest-recorder", daemon=True)
         self._thread.start()
 
+    def stats(self) -> dict[str, int]:
+        """For /metrics (counters read from the writer thread: a moment's lag is fine)."""
+        return {"lines_written": self.lines_written, "dropped": self.dropped,
+                "write_errors": self.write_errors, "files_opened": self.files_opened}
+
     # -- producer side (event loop): enqueue only ---------------------------------------
 
     def connected(self, stream: str, url: str, ts: float) -> None:

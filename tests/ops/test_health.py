@@ -185,6 +185,32 @@ async def test_a_failing_component_is_left_out_not_fatal(server_factory: Any) ->
     assert status == 200 and samples(text)[("ingest_up", ())] == 1.0
 
 
+async def test_a_recording_shows_its_written_and_dropped_lines(server_factory: Any,
+                                                               tmp_path: Path) -> None:
+    from ingest.transport.recorder import Recorder
+
+    recorder = Recorder(tmp_path / "rec", max_pending=1)
+    observer = Observer()
+    server = await server_factory(pool=None, observer=observer)
+    status, text = await get(url(server, "/metrics"))
+    assert status == 200 and not any(k[0].startswith("ingest_recorder") for k in samples(text))
+    observer.set_recorder(recorder)
+    try:
+        recorder.connected("binance.1", "wss://stream.binance.com:9443/ws", 1.0)
+        for i in range(2_000):  # faster than the writer thread: some are dropped
+            recorder.received("binance.1", 2.0 + i, "x")
+        assert recorder.flush()
+        status, text = await get(url(server, "/metrics"))
+        values = samples(text)
+        written = values[("ingest_recorder_lines_total", (("result", "written"),))]
+        dropped = values[("ingest_recorder_lines_total", (("result", "dropped"),))]
+        assert written == recorder.lines_written > 0 and dropped == recorder.dropped
+        assert written + dropped == 2_001
+        assert values[("ingest_recorder_write_errors_total", ())] == 0
+    finally:
+        recorder.close()
+
+
 async def test_metrics_is_the_prometheus_text_format(server_factory: Any) -> None:
     server = await server_factory(pool=None)
     async with aiohttp.ClientSession() as http, http.get(url(server, "/metrics")) as resp:
