@@ -20,7 +20,7 @@ from ingest.sink.validate import (
     INT64_MAX,
     INT64_MIN,
     OHLCV,
-    PRICE_QTY,
+    PRICE_QTY_QUOTE,
     Reject,
     Window,
     copy_escape,
@@ -102,15 +102,15 @@ def _encode_trade(t: Trade, w: Window) -> Encoded:
         w.timestamp(ts)
     texts = w.texts
     price, qty, quote = t.price, t.quantity, t.quote_quantity
-    if (type(price) is str and type(qty) is str and PRICE_QTY(nums := f"{price}\t{qty}")
-            and price.strip("0.")):
+    if (type(price) is str and type(qty) is str and type(quote) is str
+            and PRICE_QTY_QUOTE(nums := f"{price}\t{qty}\t{quote}") and price.strip("0.")):
         pass
     else:
-        nums = f"{positive(price, 'price')}\t{nonneg(qty, 'quantity')}"
+        nums = (f"{positive(price, 'price')}\t{nonneg(qty, 'quantity')}\t"
+                f"{NULL if quote is None else nonneg(quote, 'quote_quantity')}")
     line = (f"{texts.get(exchange) or w.text(exchange, 'exchange')}\t"
             f"{texts.get(symbol) or w.text(symbol, 'symbol')}\t{tid}\t{iso_text(ts)}\t"
-            f"{nums}\t{NULL if quote is None else nonneg(quote, 'quote_quantity')}\t"
-            f"{'t' if t.is_buyer_maker else 'f'}\n")
+            f"{nums}\t{'t' if t.is_buyer_maker else 'f'}\n")
     return (exchange, symbol, tid, ts), line
 
 

@@ -35,7 +35,7 @@ _PLAIN = re.compile(r"(-?)(\d+)(?:\.(\d*))?")
 # field count, so it cannot pass.
 _NONNEG = r"(?:0|[1-9]\d{0,19})(?:\.\d{1,18})?"
 FAST_DECIMAL = re.compile(_NONNEG).fullmatch
-PRICE_QTY = re.compile("\t".join([_NONNEG] * 2)).fullmatch
+PRICE_QTY_QUOTE = re.compile("\t".join([_NONNEG] * 3)).fullmatch
 OHLCV = re.compile("\t".join([_NONNEG] * 5) + f"(?:\t{_NONNEG})?").fullmatch
 _TEXT_SPECIAL = re.compile(r"[\\\t\n\r]")
 

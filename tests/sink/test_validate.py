@@ -139,6 +139,19 @@ def test_candle_line_and_fast_path_edges() -> None:
     assert prepare(TRADES, [msgspec.structs.replace(trade(1), price="0.5", quantity="0")], w).lines
 
 
+def test_trade_quote_quantity_on_the_fast_path_and_off_it() -> None:
+    w = Window(NOW, {})
+    quoted = msgspec.structs.replace(trade(7), quote_quantity="52.500625")
+    assert prepare(TRADES, [quoted], w).lines[0].split("\t")[4:] == [
+        "42000.5", "0.00125000", "52.500625", "t\n"]
+    for value in ("1\t5", "-1", "NaN", "", 1.5, "1" * 21):
+        out = prepare(TRADES, [msgspec.structs.replace(trade(1), quote_quantity=value)], w)
+        assert not out.lines and out.rejected[0][1].startswith("quote_quantity"), value
+    for field, value in [("price", "0.0"), ("price", "1\t5"), ("quantity", "1\t5")]:
+        out = prepare(TRADES, [msgspec.structs.replace(quoted, **{field: value})], w)
+        assert not out.lines and out.rejected[0][1].startswith(field), value
+
+
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
 def test_iso_text_is_isoformat(naive: datetime) -> None:
     utc = naive.replace(tzinfo=UTC)
