@@ -237,6 +237,7 @@ class Recorder:
         self._segments: dict[str, _Segment] = {}  # writer thread only
         self._connect_lines: dict[str, bytes] = {}  # writer thread only
         self._unrecorded: set[str] = set()  # producer side: connections whose connect was dropped
+        self._unended: set[str] = set()  # producer side: closes the full queue did not take
         self._closed = False
         self._last_error_log = 0.0
         self._thread = threading.Thread(target=self._run, name="ingest-recorder", daemon=True)
@@ -274,9 +275,12 @@ class Recorder:
         self._put(("line", stream, "config", None, None, json.dumps(config, separators=(",", ":"))))
 
     def end(self, stream: str) -> None:
-        """The connection is gone: close its file."""
+        """The connection is gone: close its file. When the queue is full, the close is
+        kept and sent before the next line that fits (else the file stayed open to the
+        end of the run)."""
         self._unrecorded.discard(stream)
-        self._put(("end", stream))
+        if not self._put(("end", stream), counted=False):
+            self._unended.add(stream)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Block until everything enqueued so far is written and flushed (tests, shutdown)."""
@@ -297,16 +301,26 @@ class Recorder:
         if self._thread.is_alive():
             _log.error("recorder.close_timeout", pending=self._queue.qsize())
 
-    def _put(self, op: tuple[Any, ...], block_s: float = 0.0) -> bool:
+    def _put(self, op: tuple[Any, ...], block_s: float = 0.0, *, counted: bool = True) -> bool:
+        """Enqueue ``op``; False (and, for a line, counted as dropped) when it does not fit."""
         if self._closed:
-            self.dropped += 1
+            self.dropped += counted
             return False
+        while self._unended:  # closes that did not fit earlier go first
+            stream = next(iter(self._unended))
+            try:
+                self._queue.put_nowait(("end", stream))
+            except queue.Full:
+                break
+            self._unended.discard(stream)
         try:
             if block_s:
                 self._queue.put(op, timeout=block_s)
             else:
                 self._queue.put_nowait(op)
         except queue.Full:
+            if not counted:
+                return False
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 _log.warning("recorder.dropped", dropped=self.dropped)

@@ -198,6 +198,34 @@ def test_a_connection_whose_connect_line_was_dropped_is_not_recorded(tmp_path: P
     assert payloads == ["after", "kept", "kept"]
 
 
+def test_a_close_the_full_queue_did_not_take_is_sent_before_the_next_line(
+    tmp_path: Path,
+) -> None:
+    rec = Recorder(tmp_path)
+    put = rec._queue.put_nowait
+    full = [True]
+
+    def full_while_asked(op: tuple[object, ...]) -> None:
+        if full[0]:
+            raise queue.Full
+        put(op)
+
+    rec.connected("binance.1", "wss://stream.binance.com:9443/ws", 1.0)
+    rec.received("binance.1", 2.0, "one")
+    assert rec.flush()
+    rec._queue.put_nowait = full_while_asked  # type: ignore[method-assign]
+    rec.end("binance.1")  # the queue is full: kept, not lost
+    assert rec.dropped == 0 and rec._unended == {"binance.1"}
+    full[0] = False
+    rec.connected("binance.2", "wss://stream.binance.com:9443/ws", 3.0)
+    assert rec._unended == set()
+    assert rec.flush()
+    assert "binance.1" not in rec._segments  # closed by the writer: the file is complete
+    rec.close()
+    (first,) = [p for p in tmp_path.iterdir() if p.name.startswith("binance.1.")]
+    assert [r.payload for r in read_capture(first) if r.kind == "recv"] == ["one"]
+
+
 def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
     rec = Recorder(tmp_path, max_pending=1)
     for i in range(10_000):
