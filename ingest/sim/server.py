@@ -180,11 +180,11 @@ class Simulator:
         return {name: feed.stats() for name, feed in self.feeds.items()}
 
     def model(self, exchange: str, symbol: str) -> MarketModel:
-        return self.feeds[exchange].markets[symbol.replace("/", "").upper()].model
+        return self.feeds[exchange].markets[compact_symbol(symbol)].model
 
     def book(self, exchange: str, symbol: str, limit: int = 0) -> dict[str, Any]:
         """The live book, prices and quantities as decimal text, best first."""
-        lm = self.feeds[exchange].markets[symbol.replace("/", "").upper()]
+        lm = self.feeds[exchange].markets[compact_symbol(symbol)]
         spec = lm.spec
 
         def text(levels: list[tuple[int, int]]) -> list[list[str]]:

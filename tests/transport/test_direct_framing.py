@@ -99,8 +99,9 @@ def client_frames(written: bytes) -> list[tuple[Opcode, bytes]]:
     return [(e.opcode, bytes(e.data)) for e in server.events_received() if isinstance(e, Frame)]
 
 
-async def run(stream: bytes, cuts: list[int], direct: bool, expected: int) -> Outcome:
-    """Feed the handshake response + ``stream``, cut at ``cuts``; collect what comes out."""
+def connecting(direct: bool) -> tuple[ClientConnection, FakeTransport, bytes]:
+    """A connection that has sent its handshake request, its transport, and the server's
+    101 response to feed it."""
     protocol = ClientProtocol(parse_uri("ws://exchange.test/ws"), max_size=MAX_SIZE)
     cls = DirectClientConnection if direct else ClientConnection
     conn = cls(protocol, ping_interval=None, ping_timeout=None, close_timeout=1)
@@ -108,6 +109,13 @@ async def run(stream: bytes, cuts: list[int], direct: bool, expected: int) -> Ou
     conn.connection_made(transport)
     request = protocol.connect()
     protocol.send_request(request)
+    return conn, transport, response_for(request.headers["Sec-WebSocket-Key"])
+
+
+async def run(stream: bytes, cuts: list[int], direct: bool, expected: int) -> Outcome:
+    """Feed the handshake response + ``stream``, cut at ``cuts``; collect what comes out."""
+    conn, transport, response = connecting(direct)
+    protocol = conn.protocol
     out = Outcome()
     if isinstance(conn, DirectClientConnection):
         conn.on_message = out.direct.append
@@ -117,7 +125,7 @@ async def run(stream: bytes, cuts: list[int], direct: bool, expected: int) -> Ou
             out.controls += 1
 
         conn.on_control = control
-    data = response_for(request.headers["Sec-WebSocket-Key"]) + stream
+    data = response + stream
     last = 0
     for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
         if cut > last:
@@ -263,14 +271,11 @@ def test_a_partial_frame_waits_for_the_rest_and_is_bounded() -> None:
     stream = frame(Opcode.BINARY, big)
 
     async def check() -> None:
-        protocol = ClientProtocol(parse_uri("ws://exchange.test/ws"), max_size=MAX_SIZE)
-        conn = DirectClientConnection(protocol, ping_interval=None, ping_timeout=None)
-        conn.connection_made(FakeTransport())
-        request = protocol.connect()
-        protocol.send_request(request)
+        conn, _, response = connecting(True)
+        assert isinstance(conn, DirectClientConnection)
         got: list[Any] = []
         conn.on_message = got.append
-        conn.data_received(response_for(request.headers["Sec-WebSocket-Key"]))
+        conn.data_received(response)
         conn.data_received(stream[:4096])
         growing = conn._partial
         for i in range(4096, len(stream), 4096):  # socket reads of 4 KiB
@@ -288,15 +293,11 @@ def test_data_frame_inside_a_fragmented_message_fails_even_while_recv_waits() ->
     empty): a complete data frame before the last fragment is still a protocol error."""
 
     async def one(direct: bool) -> int | None:
-        protocol = ClientProtocol(parse_uri("ws://exchange.test/ws"), max_size=MAX_SIZE)
-        cls = DirectClientConnection if direct else ClientConnection
-        conn = cls(protocol, ping_interval=None, ping_timeout=None, close_timeout=1)
-        conn.connection_made(FakeTransport())
-        request = protocol.connect()
-        protocol.send_request(request)
+        conn, _, response = connecting(direct)
+        protocol = conn.protocol
         if isinstance(conn, DirectClientConnection):
             conn.on_message = lambda message: None
-        conn.data_received(response_for(request.headers["Sec-WebSocket-Key"]))
+        conn.data_received(response)
         reader = asyncio.ensure_future(conn.recv())
         conn.data_received(frame(Opcode.TEXT, b"first half", False))
         for _ in range(5):  # let the reader take the fragment (no timing: loop turns)
